@@ -1,0 +1,61 @@
+"""cerm: CE-RM pointwise generative reward models.
+
+A CE-RM judge writes one set of evaluation criteria per query, then scores each response against those criteria
+(0-10), so N responses cost 1 + N generations and every response is judged by the same yardstick.
+
+>>> from cerm import Judge
+>>> judge = Judge("PKU-ONELab/CE-RM-4B")                      # doctest: +SKIP
+>>> judge.score("Explain TCP slow start.", [answer_a, answer_b])   # doctest: +SKIP
+[7.5, 4.0]
+"""
+
+from cerm._config import JudgeConfig
+from cerm._embedded import DEMO_MODEL, RECOMMENDED_MODEL
+from cerm._errors import BackendUnavailableError, CermError, ConfigurationError, ModelNotFoundError
+from cerm._judge import Judge
+from cerm._types import (
+    BestOfN,
+    Chain,
+    Comparison,
+    Criteria,
+    Criterion,
+    CriterionScore,
+    Evaluation,
+    Judgment,
+    OtherPoints,
+    Provenance,
+    RankedResponse,
+    Status,
+    Usage,
+)
+from cerm._version import __version__
+from cerm.backends import Backend, Completion, SamplingParams, create_backend
+
+__all__ = [
+    "DEMO_MODEL",
+    "RECOMMENDED_MODEL",
+    "Backend",
+    "BackendUnavailableError",
+    "BestOfN",
+    "CermError",
+    "Chain",
+    "Comparison",
+    "Completion",
+    "ConfigurationError",
+    "Criteria",
+    "Criterion",
+    "CriterionScore",
+    "Evaluation",
+    "Judge",
+    "JudgeConfig",
+    "Judgment",
+    "ModelNotFoundError",
+    "OtherPoints",
+    "Provenance",
+    "RankedResponse",
+    "SamplingParams",
+    "Status",
+    "Usage",
+    "__version__",
+    "create_backend",
+]

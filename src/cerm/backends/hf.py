@@ -1,0 +1,320 @@
+"""Local Hugging Face models through transformers: batched, left-padded generation with the model's own chat template.
+
+Install with ``pip install 'ce-rm[hf]'`` (``'ce-rm[peft]'`` for adapters and 4-bit loading).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from cerm._embedded import DEMO_MODEL, demo_model_path, is_demo_model
+from cerm._errors import BackendUnavailableError, ConfigurationError, ModelNotFoundError
+from cerm.backends._base import Backend, Completion, SamplingParams, TokenLogprob
+from cerm.protocol import Conversation
+
+logger = logging.getLogger("cerm")
+
+_DTYPES = {
+    "float32": "float32",
+    "fp32": "float32",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float16": "float16",
+    "fp16": "float16",
+    "half": "float16",
+}
+
+
+def _import_hf() -> tuple[Any, Any]:
+    try:
+        import torch
+        import transformers
+    except ImportError as exc:
+        raise BackendUnavailableError("the hf backend needs torch and transformers: pip install 'ce-rm[hf]'") from exc
+    return torch, transformers
+
+
+class HFBackend(Backend):
+    """Generation with a local transformers causal LM.
+
+    Args:
+        model: a local folder, a hub id already in the local cache, or ``"demo"`` for the embedded demo judge.
+        tokenizer: tokenizer folder or id when it differs from ``model``.
+        adapter: a peft adapter folder (LoRA / QLoRA) applied on top of ``model``.
+        load_in_4bit: load the base weights as 4-bit NF4 through bitsandbytes (works on CPU and CUDA).
+        dtype: ``"auto"`` (bf16 on a GPU that supports it, else fp16 on GPU, fp32 on CPU) or a dtype name.
+        device: ``"cuda"``, ``"cpu"``, ... ; default: CUDA when available.
+        batch_size: sequences per ``generate`` call. Larger is faster until memory runs out.
+        chat_template: a Jinja template to use instead of the tokenizer's own (for models that lack one).
+        chat_template_kwargs: extra variables for the template. ``enable_thinking=False`` is passed automatically
+            when the template knows that variable (Qwen3), as the CE-RM protocol requires.
+        trust_remote_code: off unless you ask for it.
+        revision, gguf_file: passed to ``from_pretrained``.
+    """
+
+    name = "hf"
+
+    def __init__(
+        self,
+        model: str = DEMO_MODEL,
+        *,
+        tokenizer: str | None = None,
+        adapter: str | None = None,
+        load_in_4bit: bool = False,
+        dtype: str = "auto",
+        device: str | None = None,
+        batch_size: int = 8,
+        chat_template: str | None = None,
+        chat_template_kwargs: dict[str, Any] | None = None,
+        trust_remote_code: bool = False,
+        revision: str | None = None,
+        gguf_file: str | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ConfigurationError(f"batch_size must be >= 1, got {batch_size}")
+        torch, transformers = _import_hf()
+        self._torch = torch
+        self._lock = threading.Lock()
+        self._batch_size = batch_size
+        self._model_id = "SmolLM2-135M-Instruct (cerm demo)" if is_demo_model(model) else model
+        if adapter:
+            self._model_id += f"+{adapter}"
+        path = str(demo_model_path()) if is_demo_model(model) else model
+        self._device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        torch_dtype = self._resolve_dtype(dtype)
+        common: dict[str, Any] = {"trust_remote_code": trust_remote_code, "revision": revision}
+        if gguf_file:
+            common["gguf_file"] = gguf_file
+
+        try:
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(tokenizer or path, **common)
+            load_kwargs: dict[str, Any] = {"dtype": torch_dtype, **common}
+            if load_in_4bit:
+                load_kwargs["quantization_config"] = self._nf4_config(transformers, torch_dtype)
+                load_kwargs["device_map"] = {"": self._device}
+            model_obj = transformers.AutoModelForCausalLM.from_pretrained(path, **load_kwargs)
+        except (OSError, ValueError) as exc:
+            hint = "" if Path(path).exists() else " (not a local folder; model hubs are only reachable if cached)"
+            raise ModelNotFoundError(f"could not load model {model!r}{hint}: {exc}") from exc
+        if not load_in_4bit:
+            model_obj = model_obj.to(self._device)
+        if adapter:
+            model_obj = self._load_adapter(model_obj, adapter)
+        model_obj.eval()
+        self.model = model_obj
+
+        if chat_template is not None:
+            self.tokenizer.chat_template = chat_template
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise ConfigurationError(
+                f"model {model!r} has no chat template; pass chat_template=... (a Jinja string) to HFBackend"
+            )
+        self._template_kwargs: dict[str, Any] = {}
+        if "enable_thinking" in self.tokenizer.chat_template:
+            self._template_kwargs["enable_thinking"] = False
+        self._template_kwargs.update(chat_template_kwargs or {})
+
+        self.tokenizer.padding_side = "left"  # decoder-only batching: new tokens must line up on the right
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self._eos_ids = self._collect_eos_ids()
+        self._settings = {
+            "dtype": str(torch_dtype).replace("torch.", ""),
+            "device": self._device,
+            "load_in_4bit": load_in_4bit,
+            "adapter": adapter,
+            "batch_size": batch_size,
+        }
+
+    # -- loading helpers -------------------------------------------------------------------------------------------
+    def _resolve_dtype(self, dtype: str) -> Any:
+        torch = self._torch
+        if dtype == "auto":
+            if self._device.startswith("cuda"):
+                return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            return torch.float32  # CPU matmuls are fastest and exact in fp32 for models this size
+        if dtype not in _DTYPES:
+            raise ConfigurationError(f"unknown dtype {dtype!r}; use 'auto' or one of {sorted(set(_DTYPES))}")
+        return getattr(torch, _DTYPES[dtype])
+
+    @staticmethod
+    def _nf4_config(transformers: Any, compute_dtype: Any) -> Any:
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError as exc:
+            raise BackendUnavailableError("4-bit loading needs bitsandbytes: pip install 'ce-rm[peft]'") from exc
+        return transformers.BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute_dtype,
+        )
+
+    @staticmethod
+    def _load_adapter(model: Any, adapter: str) -> Any:
+        try:
+            from peft import PeftModel
+        except ImportError as exc:
+            raise BackendUnavailableError("adapters need peft: pip install 'ce-rm[peft]'") from exc
+        try:
+            return PeftModel.from_pretrained(model, adapter)
+        except (OSError, ValueError) as exc:
+            raise ModelNotFoundError(f"could not load adapter {adapter!r}: {exc}") from exc
+
+    def _collect_eos_ids(self) -> frozenset[int]:
+        ids: set[int] = set()
+        configured = self.model.generation_config.eos_token_id
+        if isinstance(configured, int):
+            ids.add(configured)
+        elif configured:
+            ids.update(configured)
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(self.tokenizer.eos_token_id)
+        return frozenset(ids)
+
+    # -- Backend interface -----------------------------------------------------------------------------------------
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+    @property
+    def context_length(self) -> int | None:
+        value = getattr(self.model.config, "max_position_embeddings", None)
+        return int(value) if value else None
+
+    @property
+    def supports_logprobs(self) -> bool:
+        return True
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), **self._settings}
+
+    def count_tokens(self, text: str) -> int | None:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def render(self, conversation: Conversation) -> str:
+        """The exact prompt string the model sees: the chat template with the generation prompt appended."""
+        rendered = self.tokenizer.apply_chat_template(
+            list(conversation), tokenize=False, add_generation_prompt=True, **self._template_kwargs
+        )
+        return str(rendered)
+
+    def count_conversation_tokens(self, conversation: Conversation) -> int | None:
+        return self.count_tokens(self.render(conversation))
+
+    def generate(self, conversations: Sequence[Conversation], params: SamplingParams) -> list[list[Completion]]:
+        with self._lock, self._torch.inference_mode():
+            return self._generate_locked(conversations, params)
+
+    def close(self) -> None:
+        if getattr(self, "model", None) is None:
+            return
+        self.model = None
+        if self._torch.cuda.is_available():
+            self._torch.cuda.empty_cache()
+
+    # -- generation --------------------------------------------------------------------------------------------------
+    def _generate_locked(self, conversations: Sequence[Conversation], params: SamplingParams) -> list[list[Completion]]:
+        if self.model is None:
+            raise RuntimeError("this HFBackend was closed")
+        results: list[list[Completion | None]] = [[None] * params.n for _ in conversations]
+        limit = self.context_length
+        jobs: list[tuple[int, int, list[int]]] = []  # (conversation index, sample index, prompt ids)
+        for i, conv in enumerate(conversations):
+            ids = self.tokenizer(self.render(conv), add_special_tokens=False)["input_ids"]
+            if limit is not None and len(ids) + params.max_new_tokens > limit:
+                failure = Completion(
+                    text="",
+                    finish_reason="error",
+                    prompt_tokens=len(ids),
+                    error=f"prompt of {len(ids)} tokens + max_new_tokens={params.max_new_tokens} exceeds the "
+                    f"model context of {limit} tokens",
+                )
+                results[i] = [failure] * params.n
+                continue
+            jobs.extend((i, s, ids) for s in range(params.n))
+
+        # Longest first, so each batch pads little and memory trouble shows up on the first batch.
+        jobs.sort(key=lambda job: -len(job[2]))
+        for start in range(0, len(jobs), self._batch_size):
+            batch = jobs[start : start + self._batch_size]
+            try:
+                outputs = self._generate_batch([ids for _, _, ids in batch], params, batch_index=start)
+            except (
+                RuntimeError,
+                ValueError,
+            ) as exc:  # e.g. out of memory: fail this batch only, keep the rest
+                logger.exception("hf generation failed for a batch of %d sequences", len(batch))
+                outputs = [Completion.failed(f"{type(exc).__name__}: {exc}") for _ in batch]
+            for (i, s, _), completion in zip(batch, outputs, strict=True):
+                results[i][s] = completion
+        return [[c for c in row if c is not None] for row in results]
+
+    def _generate_batch(self, prompts: list[list[int]], params: SamplingParams, batch_index: int) -> list[Completion]:
+        torch = self._torch
+        encoded = self.tokenizer.pad({"input_ids": prompts}, padding=True, return_tensors="pt")
+        input_ids = encoded["input_ids"].to(self.model.device)
+        attention_mask = encoded["attention_mask"].to(self.model.device)
+        if params.seed is not None:
+            # Seeded per batch so a re-run with the same inputs and batch size reproduces the same samples.
+            torch.manual_seed(params.seed + batch_index)
+        gen_kwargs: dict[str, Any] = {
+            "max_new_tokens": params.max_new_tokens,
+            "pad_token_id": self.tokenizer.pad_token_id,
+            "eos_token_id": sorted(self._eos_ids),
+            "return_dict_in_generate": True,
+            "output_logits": params.top_logprobs is not None,
+        }
+        if params.greedy:
+            gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        else:
+            gen_kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=0)
+        out = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **gen_kwargs)
+        new_tokens = out.sequences[:, input_ids.shape[1] :].tolist()
+        logprob_rows = self._logprobs(out.logits, new_tokens, params.top_logprobs) if out.logits else None
+
+        completions = []
+        for row, prompt in enumerate(prompts):
+            tokens = new_tokens[row]
+            stop_at = next((j for j, t in enumerate(tokens) if t in self._eos_ids), None)
+            kept = tokens if stop_at is None else tokens[:stop_at]
+            completions.append(
+                Completion(
+                    text=self.tokenizer.decode(kept, skip_special_tokens=True),
+                    finish_reason="length" if stop_at is None else "stop",
+                    prompt_tokens=len(prompt),
+                    completion_tokens=len(kept) + (0 if stop_at is None else 1),
+                    logprobs=None if logprob_rows is None else logprob_rows[row][: len(kept)],
+                )
+            )
+        return completions
+
+    def _logprobs(
+        self, logits: Sequence[Any], tokens: list[list[int]], top: int | None
+    ) -> list[tuple[TokenLogprob, ...]]:
+        torch = self._torch
+        # logits: one [batch, vocab] tensor per generated position (raw, before temperature/top-p warping).
+        stacked = torch.stack(list(logits), dim=1).float().log_softmax(dim=-1)  # [batch, steps, vocab]
+        chosen = torch.tensor(tokens, device=stacked.device).unsqueeze(-1)
+        chosen_lp = stacked.gather(-1, chosen).squeeze(-1).tolist()
+        top_vals = top_ids = None
+        if top:
+            top_vals, top_ids = stacked.topk(top, dim=-1)
+            top_vals, top_ids = top_vals.tolist(), top_ids.tolist()
+        decode = self.tokenizer.decode
+        rows = []
+        for b, seq in enumerate(tokens):
+            row = []
+            for j, tok in enumerate(seq):
+                alternatives: tuple[tuple[str, float], ...] = ()
+                if top_vals is not None and top_ids is not None:
+                    alternatives = tuple(
+                        (decode([tid]), val) for tid, val in zip(top_ids[b][j], top_vals[b][j], strict=True)
+                    )
+                row.append(TokenLogprob(token=decode([tok]), logprob=chosen_lp[b][j], top=alternatives))
+            rows.append(tuple(row))
+        return rows
