@@ -16,8 +16,9 @@ END_OF_CRITERIA = "[End of Criteria]"
 OVERALL_RANGE = (0.0, 10.0)
 CRITERION_RANGE = (0.0, 5.0)
 
-# \boxed{ 7.5 } with optional surrounding $...$; the content may not nest braces.
-_BOXED = re.compile(r"\\boxed\s*\{([^{}]*)\}")
+# The opening of \boxed{ 7.5 } (optionally inside $...$); the content is read up to the matching brace, so a box
+# with nested braces (\boxed{\frac{15}{2}}) is seen as one box instead of being skipped.
+_BOXED_OPEN = re.compile(r"\\boxed\s*\{")
 # A plain number, optionally signed (Other Point(s) may be written as a bonus "+1" or deduction "-0.5").
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
 _ITEM_PREFIX = re.compile(r"^\s*(?:\d+\s*[.)]|[-*•])\s*")
@@ -65,17 +66,40 @@ def parse_number(raw: str) -> float | None:
     return float(cleaned)
 
 
+def _scan_boxes(text: str) -> list[tuple[int, str | None]]:
+    """Every ``\\boxed{`` opening as (position, content up to its matching brace), or content None when the box is
+    never closed (a cut-off evaluation). Boxes nested inside a closed box belong to it and are not listed."""
+    boxes: list[tuple[int, str | None]] = []
+    covered_until = -1
+    for match in _BOXED_OPEN.finditer(text):
+        if match.start() < covered_until:
+            continue
+        depth, i = 1, match.end()
+        while i < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            i += 1
+        if depth:
+            boxes.append((match.start(), None))
+        else:
+            boxes.append((match.start(), text[match.end() : i - 1]))
+            covered_until = i
+    return boxes
+
+
 def boxed_values(text: str) -> list[tuple[int, str]]:
-    """Every ``\\boxed{...}`` in the text, as (position, raw content), in order."""
-    return [(m.start(), m.group(1)) for m in _BOXED.finditer(text)]
+    """Every closed ``\\boxed{...}`` in the text, as (position, raw content), in order."""
+    return [(pos, raw) for pos, raw in _scan_boxes(text) if raw is not None]
 
 
 def parse_overall_score(text: str) -> tuple[float | None, str | None]:
     """The reward: the last boxed value, validated to 0-10. Returns (score, problem); exactly one is None."""
-    boxes = boxed_values(text)
+    boxes = _scan_boxes(text)
     if not boxes:
         return None, "no \\boxed{} score in the evaluation"
     raw = boxes[-1][1]
+    if raw is None:
+        # Reading the box before it would take a per-criterion score for the overall one.
+        return None, "the last \\boxed{ is never closed (the evaluation looks cut off)"
     value = parse_number(raw)
     if value is None:
         return None, f"the last boxed value {raw.strip()!r} is not a number"
@@ -92,14 +116,19 @@ def parse_evaluation(text: str, criteria: Criteria | None = None) -> Evaluation:
     that entry. Per-criterion scores are matched to ``criteria.items`` by position.
     """
     overall, problem = parse_overall_score(text)
-    boxes = boxed_values(text)
-    inner = boxes[:-1]
+    all_boxes = _scan_boxes(text)
+    # Every closed box except the last one (the overall score, or a malformed/unclosed last box).
+    inner = [(pos, raw) for pos, raw in all_boxes[:-1] if raw is not None]
     warnings: list[str] = []
 
     other: OtherPoints | None = None
-    other_match = None
-    for m in _OTHER_POINTS.finditer(text):
-        other_match = m  # the last mention is the heading of the entry (earlier ones may be in the instructions)
+    mentions = list(_OTHER_POINTS.finditer(text))
+    # The heading of the entry is the last mention followed by a per-criterion box; later mentions (the overall
+    # analysis often refers back to "Other Point(s)") and earlier ones (a restated instruction) are not headings.
+    other_match = next(
+        (m for m in reversed(mentions) if any(pos > m.start() for pos, _ in inner)),
+        mentions[-1] if mentions else None,
+    )
     if other_match is not None:
         following = [(pos, raw) for pos, raw in inner if pos > other_match.start()]
         if following:
@@ -107,7 +136,7 @@ def parse_evaluation(text: str, criteria: Criteria | None = None) -> Evaluation:
             other = OtherPoints(text=text[other_match.start() : pos].strip(), score=parse_number(raw), raw=raw)
             inner = [(p, r) for p, r in inner if p != pos]
         else:
-            end = boxes[-1][0] if boxes else len(text)
+            end = all_boxes[-1][0] if all_boxes else len(text)
             other = OtherPoints(text=text[other_match.start() : end].strip(), score=None, raw=None)
 
     terms = criteria.items if criteria is not None else ()
