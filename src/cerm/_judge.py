@@ -79,11 +79,23 @@ def _usage(completions: Sequence[Completion]) -> Usage:
     return Usage(sum(c.prompt_tokens for c in completions), sum(c.completion_tokens for c in completions))
 
 
+def _unicode_problem(text: str) -> str | None:
+    """Why ``text`` is not valid Unicode (a lone surrogate, which is what ``json.loads`` makes of "\\ud800" and Python
+    of undecodable command-line bytes), or None. Tokenizers refuse such strings with an unrelated TypeError."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"not valid Unicode text (lone surrogate {text[exc.start]!r} at position {exc.start})"
+    return None
+
+
 def _validate_query(query: object, where: str = "query") -> str:
     if not isinstance(query, str):
         raise TypeError(f"{where} must be a str, got {type(query).__name__}")
     if not query.strip():
         raise ValueError(f"{where} is empty")
+    if problem := _unicode_problem(query):
+        raise ValueError(f"{where} is {problem}")
     return query
 
 
@@ -245,6 +257,8 @@ class Judge:
     def _evaluate_plan(self, query: str, criteria: Criteria | str, response: str) -> _Plan[Evaluation]:
         _validate_query(query)
         _validate_responses([response], "response")
+        if problem := _unicode_problem(response):
+            raise ValueError(f"response is {problem}")
         parsed = criteria if isinstance(criteria, Criteria) else parse_criteria(criteria)
         slot = self._evaluation_slot(query, parsed.text, response)
         if slot is None:
@@ -290,7 +304,7 @@ class Judge:
         slots: dict[tuple[int, int, int], tuple[int, str | None] | str] = {}
         for n, (query, responses) in enumerate(checked):
             for j, response in enumerate(responses):
-                if not response.strip():
+                if not response.strip() or _unicode_problem(response):
                     continue
                 for i, sample in enumerate(samples[query]):
                     if sample.failure is not None:
@@ -314,6 +328,9 @@ class Judge:
             for j, response in enumerate(responses):
                 if not response.strip():
                     row.append(self._unscorable(j, "the response is empty (or only whitespace)", crit_usage))
+                    continue
+                if problem := _unicode_problem(response):
+                    row.append(self._unscorable(j, f"the response is {problem}", crit_usage))
                     continue
                 chains: list[Chain] = []
                 warnings: list[str] = []

@@ -225,7 +225,11 @@ class HFBackend(Backend):
         limit = self.context_length
         jobs: list[tuple[int, int, list[int]]] = []  # (conversation index, sample index, prompt ids)
         for i, conv in enumerate(conversations):
-            ids = self.tokenizer(self.render(conv), add_special_tokens=False)["input_ids"]
+            try:
+                ids = self.tokenizer(self.render(conv), add_special_tokens=False)["input_ids"]
+            except (TypeError, ValueError) as exc:  # e.g. a lone surrogate the tokenizer cannot encode: this one only
+                results[i] = [Completion.failed(f"could not tokenize the conversation: {exc}")] * params.n
+                continue
             if limit is not None and len(ids) + params.max_new_tokens > limit:
                 failure = Completion(
                     text="",

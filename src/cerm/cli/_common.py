@@ -88,6 +88,15 @@ def judge_from_args(args: argparse.Namespace) -> Judge:
     return Judge(args.model, backend=args.backend, config=config, **_parse_backend_args(args.backend_arg))
 
 
+def check_text(value: str, where: str) -> None:
+    """Refuse strings that are not valid Unicode (lone surrogates from "\\ud800" escapes or undecodable argv bytes):
+    the model cannot read them and the JSONL output could not be written."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InputError(f"{where} is not valid Unicode text (lone surrogate at position {exc.start})") from None
+
+
 def read_jsonl(path: str, list_field: str, aliases: Sequence[str] = ()) -> list[dict[str, Any]]:
     """Read and validate every line before any model work, so bad input fails fast with file:line in the message.
 
@@ -120,6 +129,7 @@ def read_jsonl(path: str, list_field: str, aliases: Sequence[str] = ()) -> list[
         query = row.get("query")
         if not isinstance(query, str) or not query.strip():
             raise InputError(f"{where}: 'query' must be a non-empty string")
+        check_text(query, f"{where}: 'query'")
         items = row.get(list_field)
         if not isinstance(items, list):
             raise InputError(f"{where}: '{list_field}' must be a list of strings")
@@ -128,6 +138,7 @@ def read_jsonl(path: str, list_field: str, aliases: Sequence[str] = ()) -> list[
         for i, item in enumerate(items):
             if not isinstance(item, str):
                 raise InputError(f"{where}: '{list_field}'[{i}] must be a string, got {type(item).__name__}")
+            check_text(item, f"{where}: '{list_field}'[{i}]")
         rows.append(row)
     if not rows:
         raise InputError(f"{name}: no input rows")

@@ -9,6 +9,7 @@ from cerm.cli import EXIT_OK, EXIT_UNSCORABLE, InputError
 from cerm.cli._common import (
     add_io_options,
     add_judge_options,
+    check_text,
     chunks,
     judge_from_args,
     judgment_record,
@@ -51,6 +52,9 @@ def _rows(args: argparse.Namespace) -> list[dict[str, Any]]:
         raise InputError("--query is empty")
     if not args.response:
         raise InputError("no responses: give at least one --response")
+    check_text(args.query, "--query")
+    for i, response in enumerate(args.response):
+        check_text(response, f"--response #{i + 1}")
     return [{"query": args.query, "responses": list(args.response)}]
 
 
