@@ -1,0 +1,215 @@
+"""The ``cerm`` command line end to end, through a subprocess (``python -m cerm``) on the embedded demo model.
+
+Input errors are detected before the model loads, so those cases are quick; the others load the demo model once per
+process and use 8-token budgets.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from _support import PYTHON
+
+TINY = ["--max-new-tokens", "8", "--no-progress"]
+
+
+def run_cli(args: list[str], env: dict[str, str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PYTHON, "-m", "cerm", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=timeout,
+        check=False,
+    )
+
+
+def write_jsonl(path: Path, rows: list[object]) -> Path:
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def assert_clean_error(proc: subprocess.CompletedProcess[str], code: int, *fragments: str) -> None:
+    assert proc.returncode == code, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for fragment in fragments:
+        assert fragment in proc.stderr
+    assert proc.stdout == ""
+
+
+def _check_record(record: dict[str, object]) -> None:
+    assert record["status"] in ("scored", "unscorable")
+    if record["status"] == "scored":
+        assert isinstance(record["score"], (int, float))
+        assert 0 <= record["score"] <= 10
+    else:
+        assert record["score"] is None
+        assert record["reason"]
+
+
+# -- bad input: exit code 2 (or 3 for the model), clear messages, no traceback -------------------------------------
+def test_version_and_help(cli_env: dict[str, str], tmp_path: Path) -> None:
+    version = run_cli(["--version"], cli_env, tmp_path)
+    assert version.returncode == 0
+    assert version.stdout.startswith("cerm ")
+    for command in ("score", "rerank"):
+        helped = run_cli([command, "--help"], cli_env, tmp_path)
+        assert helped.returncode == 0
+        assert "--max-new-tokens" in helped.stdout
+    bare = run_cli([], cli_env, tmp_path)
+    assert bare.returncode == 2
+
+
+def test_missing_input_file(cli_env: dict[str, str], tmp_path: Path) -> None:
+    proc = run_cli(["score", "--input", str(tmp_path / "nope.jsonl"), *TINY], cli_env, tmp_path)
+    assert_clean_error(proc, 2, "input file not found", "nope.jsonl")
+    proc = run_cli(["rerank", "--input", str(tmp_path / "nope.jsonl"), *TINY], cli_env, tmp_path)
+    assert_clean_error(proc, 2, "input file not found")
+
+
+def test_malformed_json_line_names_file_and_line(cli_env: dict[str, str], tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"query": "q", "responses": ["a"]}\n{"query": "q", "responses": ["a"\n', encoding="utf-8")
+    proc = run_cli(["score", "--input", str(bad), *TINY], cli_env, tmp_path)
+    assert_clean_error(proc, 2, f"{bad}:2", "malformed JSON")
+
+
+def test_empty_response_list(cli_env: dict[str, str], tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "empty.jsonl", [{"query": "q", "responses": ["a"]}, {"query": "q", "responses": []}])
+    proc = run_cli(["score", "--input", str(path), *TINY], cli_env, tmp_path)
+    assert_clean_error(proc, 2, f"{path}:2", "'responses' is an empty list")
+    proc = run_cli(["score", "--query", "q", *TINY], cli_env, tmp_path)
+    assert_clean_error(proc, 2, "no responses")
+    path = write_jsonl(tmp_path / "empty-rr.jsonl", [{"query": "q", "candidates": []}])
+    proc = run_cli(["rerank", "--input", str(path), *TINY], cli_env, tmp_path)
+    assert_clean_error(proc, 2, f"{path}:1", "'candidates' is an empty list")
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        (["not", "an", "object"], "expected a JSON object"),
+        ({"responses": ["a"]}, "'query' must be a non-empty string"),
+        ({"query": "  ", "responses": ["a"]}, "'query' must be a non-empty string"),
+        ({"query": "q", "responses": "a"}, "'responses' must be a list of strings"),
+        ({"query": "q", "responses": ["a", 3]}, "'responses'[1] must be a string, got int"),
+        ({"query": "q", "responses": ["bad \ud800"]}, "'responses'[0] is not valid Unicode"),
+    ],
+)
+def test_invalid_rows(cli_env: dict[str, str], tmp_path: Path, row: object, message: str) -> None:
+    path = tmp_path / "rows.jsonl"
+    # json.dumps escapes the lone surrogate as "\ud800", exactly what a producer in another language may write.
+    path.write_text(json.dumps({"query": "fine", "responses": ["ok"]}) + "\n\n" + json.dumps(row) + "\n")
+    proc = run_cli(["score", "--input", str(path), *TINY], cli_env, tmp_path)
+    assert_clean_error(proc, 2, f"{path}:3", message)
+
+
+def test_unknown_backend(cli_env: dict[str, str], tmp_path: Path) -> None:
+    proc = run_cli(["score", "-q", "q", "-r", "a", "--backend", "nonesuch", *TINY], cli_env, tmp_path)
+    assert_clean_error(proc, 2, "unknown backend 'nonesuch'")
+
+
+def test_bad_option_values(cli_env: dict[str, str], tmp_path: Path) -> None:
+    proc = run_cli(["score", "-q", "q", "-r", "a", "-k", "0", *TINY], cli_env, tmp_path)
+    assert_clean_error(proc, 2, "k must be >= 1")
+
+
+def test_model_that_cannot_be_found(cli_env: dict[str, str], tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-model"
+    proc = run_cli(["score", "-q", "q", "-r", "a", "--model", str(missing), *TINY], cli_env, tmp_path)
+    assert_clean_error(proc, 3, "could not load model", "no-such-model")
+
+
+# -- real runs on the demo model ---------------------------------------------------------------------------------
+@pytest.mark.model
+def test_score_query_and_responses(cli_env: dict[str, str], tmp_path: Path) -> None:
+    proc = run_cli(["score", "--query", "What is 2+2?", "--response", "4", "--response", "5", *TINY], cli_env, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 1
+    record = json.loads(lines[0])
+    assert record["query"] == "What is 2+2?"
+    assert record["responses"] == ["4", "5"]
+    assert len(record["scores"]) == 2
+    assert [j["index"] for j in record["judgments"]] == [0, 1]
+    for judgment, score in zip(record["judgments"], record["scores"], strict=True):
+        _check_record(judgment)
+        assert judgment["score"] == score
+
+
+@pytest.mark.model
+def test_score_jsonl_in_jsonl_out(cli_env: dict[str, str], tmp_path: Path) -> None:
+    rows = [
+        {"id": "b-2", "query": "Name a prime number.", "responses": ["7", "9"], "meta": {"source": "unit"}},
+        {"id": "a-1", "query": "Say hello in Spanish.", "responses": ["Hola", "  "]},
+        {"id": "c-3", "query": "Name a prime number.", "responses": ["2"]},
+    ]
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    target = tmp_path / "out" / "scored.jsonl"
+    proc = run_cli(["score", "--input", str(source), "--output", str(target), "--full", *TINY], cli_env, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == ""  # results went to the file
+    assert target.is_file()
+    out = [json.loads(line) for line in target.read_text(encoding="utf-8").splitlines()]
+    assert [r["id"] for r in out] == ["b-2", "a-1", "c-3"]  # input order, ids kept
+    assert out[0]["meta"] == {"source": "unit"}  # extra fields pass through
+    for original, record in zip(rows, out, strict=True):
+        assert record["query"] == original["query"]
+        assert record["responses"] == original["responses"]
+        assert len(record["scores"]) == len(original["responses"])
+        for judgment in record["judgments"]:
+            _check_record(judgment)
+            assert judgment["provenance"]["backend"] == "hf"  # --full adds provenance and the judge's texts
+    whitespace = out[1]["judgments"][1]
+    assert whitespace["status"] == "unscorable"
+    assert "empty" in whitespace["reason"]
+    assert whitespace["chains"] == []
+    assert out[0]["judgments"][0]["chains"][0]["criteria"]["text"]
+
+
+@pytest.mark.model
+def test_rerank_jsonl(cli_env: dict[str, str], tmp_path: Path) -> None:
+    rows = [
+        {"id": 1, "query": "Name a prime number.", "candidates": ["9", "7", "11"]},
+        {"id": 2, "query": "Say hello in Spanish.", "responses": ["Hola", "Bonjour"]},  # alias accepted
+    ]
+    source = write_jsonl(tmp_path / "cands.jsonl", rows)
+    target = tmp_path / "best.jsonl"
+    proc = run_cli(["rerank", "-i", str(source), "-o", str(target), *TINY], cli_env, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = [json.loads(line) for line in target.read_text(encoding="utf-8").splitlines()]
+    assert [r["id"] for r in out] == [1, 2]
+    assert out[1]["candidates"] == ["Hola", "Bonjour"]
+    for record in out:
+        n = len(record["candidates"])
+        assert sorted(record["ranking"]) == list(range(n))
+        assert len(record["scores"]) == n
+        scored = [s for s in record["scores"] if s is not None]
+        if scored:
+            assert record["best_score"] == max(scored)
+            assert record["best"] == record["candidates"][record["best_index"]]
+            # Ties go to the earliest candidate.
+            assert record["best_index"] == record["scores"].index(max(scored))
+        else:
+            assert record["best_index"] is None
+            assert record["best"] is None
+            assert record["best_score"] is None
+
+
+@pytest.mark.model
+def test_strict_with_unscorable_exits_4(cli_env: dict[str, str], tmp_path: Path) -> None:
+    # A whitespace-only response is UNSCORABLE before any evaluation: with --strict that is exit code 4, and the
+    # result is still written.
+    proc = run_cli(["score", "-q", "What is 2+2?", "-r", "   ", "--strict", *TINY], cli_env, tmp_path)
+    assert proc.returncode == 4, proc.stderr
+    record = json.loads(proc.stdout)
+    assert record["scores"] == [None]
+    assert record["judgments"][0]["status"] == "unscorable"

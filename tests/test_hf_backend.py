@@ -1,0 +1,266 @@
+"""The Hugging Face backend on the embedded demo model: batching with left padding, finish reasons, token counts,
+log-probabilities, the chat template's enable_thinking, 4-bit NF4 loading, peft adapters, and loading errors."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cerm import ModelNotFoundError
+from cerm.backends import Backend, SamplingParams, create_backend
+from cerm.protocol import Conversation
+
+pytestmark = pytest.mark.model
+
+PROMPTS: list[Conversation] = [
+    [{"role": "user", "content": "What is 2+2?"}],
+    [{"role": "user", "content": "Write one sentence about the sea, then explain in detail why the sea is salty."}],
+    [{"role": "user", "content": "Name a color."}],
+]
+GREEDY = SamplingParams(max_new_tokens=12)
+
+
+def _hf(backend: Backend) -> Any:
+    """The session's HFBackend with its concrete type (tokenizer, model, render) visible to the tests."""
+    from cerm.backends.hf import HFBackend
+
+    assert isinstance(backend, HFBackend)
+    return backend
+
+
+def test_batched_left_padding_equals_unbatched_greedy(demo_backend: Backend) -> None:
+    # fp32 on CPU: a left-padded batch must give exactly the text each prompt gets alone.
+    batched = demo_backend.generate(PROMPTS, GREEDY)
+    alone = [demo_backend.generate([p], GREEDY)[0] for p in PROMPTS]
+    assert [c[0].text for c in batched] == [c[0].text for c in alone]
+    assert [c[0].completion_tokens for c in batched] == [c[0].completion_tokens for c in alone]
+    assert _hf(demo_backend).tokenizer.padding_side == "left"
+    assert all(c[0].text.strip() for c in batched)  # real text came out
+
+
+def test_finish_reasons_and_token_counts(demo_backend: Backend) -> None:
+    hf = _hf(demo_backend)
+    short, long = demo_backend.generate([PROMPTS[0], PROMPTS[1]], SamplingParams(max_new_tokens=24))
+    # "What is 2+2?" is answered in about a dozen tokens, then the model emits its end-of-turn token.
+    assert short[0].finish_reason == "stop"
+    assert short[0].completion_tokens < 24
+    assert "4" in short[0].text
+    assert "<|im_end|>" not in short[0].text  # special tokens are not part of the text
+    # The long request is cut at the budget.
+    assert long[0].finish_reason == "length"
+    assert long[0].completion_tokens == 24
+    for conversation, completion in zip(PROMPTS[:2], (short[0], long[0]), strict=True):
+        assert completion.prompt_tokens == demo_backend.count_conversation_tokens(conversation)
+        assert completion.prompt_tokens == len(hf.tokenizer(hf.render(conversation))["input_ids"])
+        assert completion.error is None
+    # The stop token is counted in completion_tokens (it was generated), not in the text.
+    assert short[0].completion_tokens == len(hf.tokenizer(short[0].text, add_special_tokens=False)["input_ids"]) + 1
+
+
+def test_logprobs_with_top_alternatives(demo_backend: Backend) -> None:
+    assert demo_backend.supports_logprobs
+    completion = demo_backend.generate([PROMPTS[2]], SamplingParams(max_new_tokens=6, top_logprobs=3))[0][0]
+    logprobs = completion.logprobs
+    assert logprobs is not None
+    assert len(logprobs) == 6 if completion.finish_reason == "length" else completion.completion_tokens - 1
+    assert "".join(t.token for t in logprobs) == completion.text
+    for entry in logprobs:
+        assert entry.logprob <= 0.0
+        assert len(entry.top) == 3
+        values = [lp for _, lp in entry.top]
+        assert values == sorted(values, reverse=True)
+        assert sum(math.exp(v) for v in values) <= 1.0 + 1e-5
+        # Greedy: the chosen token is the most likely one.
+        assert entry.top[0][0] == entry.token
+        assert entry.top[0][1] == pytest.approx(entry.logprob, abs=1e-5)
+
+
+def test_logprobs_only_when_asked(demo_backend: Backend) -> None:
+    without, chosen_only = (
+        demo_backend.generate([PROMPTS[2]], SamplingParams(max_new_tokens=3, top_logprobs=value))[0][0]
+        for value in (None, 0)
+    )
+    assert without.logprobs is None
+    assert chosen_only.logprobs is not None
+    assert all(entry.top == () for entry in chosen_only.logprobs)
+    assert without.text == chosen_only.text
+
+
+def test_sampling_n_and_seed(demo_backend: Backend) -> None:
+    params = SamplingParams(max_new_tokens=8, temperature=1.0, n=2, seed=1234)
+    first = demo_backend.generate([PROMPTS[2]], params)
+    again = demo_backend.generate([PROMPTS[2]], params)
+    assert len(first) == 1
+    assert len(first[0]) == 2
+    assert [c.text for c in first[0]] == [c.text for c in again[0]]  # same seed, same batch: same samples
+
+
+def test_prompt_over_the_context_fails_that_conversation_only(demo_backend: Backend) -> None:
+    context = demo_backend.context_length
+    assert context == 8192
+    too_long: Conversation = [{"role": "user", "content": "word " * (context + 100)}]
+    broken: Conversation = [{"role": "user", "content": "lone \ud800 surrogate"}]
+    out = demo_backend.generate([too_long, PROMPTS[0], broken], SamplingParams(max_new_tokens=4))
+    assert out[0][0].finish_reason == "error"
+    assert "exceeds the model context of 8192 tokens" in (out[0][0].error or "")
+    assert out[1][0].finish_reason in ("stop", "length")
+    assert out[1][0].text
+    assert out[2][0].finish_reason == "error"
+    assert "could not tokenize" in (out[2][0].error or "")
+
+
+def test_enable_thinking_only_when_the_template_mentions_it(demo_backend: Backend, monkeypatch: Any) -> None:
+    from cerm.backends.hf import HFBackend
+
+    # The demo template (ChatML, no thinking switch) is called without the variable.
+    hf = _hf(demo_backend)
+    seen: list[dict[str, Any]] = []
+    original = hf.tokenizer.apply_chat_template
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(hf.tokenizer, "apply_chat_template", spy)
+    hf.render(PROMPTS[0])
+    assert "enable_thinking" not in seen[0]
+    monkeypatch.undo()
+
+    # A Qwen3-style template that knows the switch gets enable_thinking=False, as the CE-RM protocol requires.
+    template = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n"
+        "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}{% endif %}"
+    )
+    qwen_like = HFBackend("demo", device="cpu", chat_template=template)
+    try:
+        assert qwen_like.render(PROMPTS[0]).endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
+        out = qwen_like.generate([PROMPTS[0]], SamplingParams(max_new_tokens=4))[0][0]
+        assert out.finish_reason in ("stop", "length")
+        # A user's explicit template variables win.
+        qwen_like._template_kwargs["enable_thinking"] = True
+        assert qwen_like.render(PROMPTS[0]).endswith("<|im_start|>assistant\n")
+    finally:
+        qwen_like.close()
+
+
+def test_load_in_4bit_nf4_on_cpu() -> None:
+    pytest.importorskip("bitsandbytes")
+    from cerm.backends.hf import HFBackend
+
+    backend = HFBackend("demo", device="cpu", load_in_4bit=True)
+    try:
+        import bitsandbytes as bnb
+
+        quantized = [m for m in backend.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+        assert quantized, "no 4-bit layers: the model was not quantized"
+        assert all(m.weight.quant_state.quant_type == "nf4" for m in quantized)
+        assert backend.describe()["load_in_4bit"] is True
+        out = backend.generate([PROMPTS[0]], SamplingParams(max_new_tokens=8))[0][0]
+        assert out.finish_reason in ("stop", "length")
+        assert out.text.strip()
+        assert out.completion_tokens >= 1
+    finally:
+        backend.close()
+
+
+def test_peft_lora_adapter(demo_backend: Backend, tmp_path: Path) -> None:
+    peft = pytest.importorskip("peft")
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from cerm._embedded import demo_model_path
+    from cerm.backends.hf import HFBackend
+
+    # A LoRA adapter with non-zero weights (init_lora_weights=False), so applying it visibly changes the model.
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(str(demo_model_path()), dtype=torch.float32)
+    config = peft.LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    peft.get_peft_model(base, config).save_pretrained(str(tmp_path / "adapter"))
+    assert (tmp_path / "adapter" / "adapter_config.json").is_file()
+
+    backend = HFBackend("demo", device="cpu", adapter=str(tmp_path / "adapter"))
+    try:
+        assert isinstance(backend.model, peft.PeftModel)
+        assert backend.model_id.endswith("+" + str(tmp_path / "adapter"))
+        assert backend.describe()["adapter"] == str(tmp_path / "adapter")
+        params = SamplingParams(max_new_tokens=4, top_logprobs=0)
+        tuned = backend.generate([PROMPTS[0]], params)[0][0]
+        plain = demo_backend.generate([PROMPTS[0]], params)[0][0]
+        assert tuned.finish_reason in ("stop", "length")
+        assert tuned.logprobs is not None
+        assert plain.logprobs is not None
+        assert tuned.logprobs[0].logprob != pytest.approx(plain.logprobs[0].logprob, abs=1e-4)
+    finally:
+        backend.close()
+
+
+def test_missing_model_path(tmp_path: Path) -> None:
+    from cerm import Judge
+    from cerm.backends.hf import HFBackend
+
+    missing = str(tmp_path / "no-such-model")
+    with pytest.raises(ModelNotFoundError, match="no-such-model"):
+        HFBackend(missing)
+    with pytest.raises(ModelNotFoundError):
+        create_backend("hf", missing)
+    with pytest.raises(ModelNotFoundError):
+        Judge(missing)
+
+
+def test_missing_adapter_path(tmp_path: Path) -> None:
+    pytest.importorskip("peft")
+    from cerm.backends.hf import HFBackend
+
+    with pytest.raises(ModelNotFoundError, match="adapter"):
+        HFBackend("demo", device="cpu", adapter=str(tmp_path / "no-adapter"))
+
+
+def test_no_trust_remote_code_by_default(monkeypatch: Any, tmp_path: Path) -> None:
+    import transformers
+
+    from cerm.backends.hf import HFBackend
+
+    seen: list[Any] = []
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        seen.append(kwargs.get("trust_remote_code"))
+        raise OSError("stop here")  # only the arguments matter; the error becomes ModelNotFoundError
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", refuse)
+    with pytest.raises(ModelNotFoundError):
+        HFBackend(str(tmp_path))
+    with pytest.raises(ModelNotFoundError):
+        HFBackend(str(tmp_path), trust_remote_code=True)
+    assert seen == [False, True]
+
+
+def test_remote_code_in_a_model_folder_is_not_executed(tmp_path: Path) -> None:
+    from cerm._embedded import demo_model_path
+    from cerm.backends.hf import HFBackend
+
+    # A copy of the demo model whose config points AutoModelForCausalLM at a Python file in the folder. Without
+    # trust_remote_code that file must never be imported.
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for item in demo_model_path().iterdir():
+        if item.name != "config.json":
+            (folder / item.name).symlink_to(item)
+    config = json.loads((demo_model_path() / "config.json").read_text())
+    config["auto_map"] = {"AutoModelForCausalLM": "evil.EvilForCausalLM"}
+    (folder / "config.json").write_text(json.dumps(config))
+    marker = tmp_path / "remote-code-ran"
+    (folder / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+
+    try:
+        backend = HFBackend(str(folder), device="cpu")
+    except ModelNotFoundError:
+        pass  # refusing to load is fine too
+    else:
+        assert type(backend.model).__name__ == "LlamaForCausalLM"  # the library's own class, not the folder's
+        backend.close()
+    assert not marker.exists()
