@@ -1,0 +1,146 @@
+"""Judge throughput on one query: batched scoring versus one evaluation call at a time.
+
+For N in {1, 4, 8} responses to one query:
+  batched     Judge.judge(query, responses): 1 criteria generation, then all N evaluations in one backend batch;
+  sequential  the same 1 + N generations, but each evaluation in its own backend call (Judge.evaluate in a loop).
+Both paths do identical work (same prompts, greedy, same token budgets); only batching differs. Each cell is the
+median of --repeats runs. Prints a table and writes JSON to benchmarks/results/judge_throughput.json.
+
+    python benchmarks/judge_throughput.py                       # embedded demo model, CPU
+    python benchmarks/judge_throughput.py --repeats 3 --max-new-tokens 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from cerm import Judge, JudgeConfig
+from cerm.backends import Backend, Completion, SamplingParams
+from cerm.protocol import Conversation
+
+QUERY = "Explain why the sky is blue in two or three sentences for a curious ten-year-old."
+RESPONSES = [
+    "Sunlight has all colours. Air scatters blue light much more than red, so blue comes at us from every direction.",
+    "The sky is blue because it reflects the ocean.",
+    "Light from the Sun bounces off tiny air molecules; short blue waves bounce around the most, painting the sky.",
+    "Because of Rayleigh scattering, which goes as one over wavelength to the fourth power.",
+    "Blue is the sky's favourite colour.",
+    "Air molecules scatter short wavelengths strongly. Blue is short, so the whole sky glows blue in daytime.",
+    "At sunset the sky is red, so it is not always blue.",
+    "Tiny bits of air knock blue light around more than other colours, so you see blue everywhere you look.",
+]
+
+
+class CountingBackend(Backend):
+    """Wraps a backend to count generated tokens (the benchmark reads them back, the judge is unaware)."""
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.generated = 0
+        self.calls = 0
+
+    @property
+    def model_id(self) -> str:
+        return self.inner.model_id
+
+    @property
+    def context_length(self) -> int | None:
+        return self.inner.context_length
+
+    def count_tokens(self, text: str) -> int | None:
+        return self.inner.count_tokens(text)
+
+    def count_conversation_tokens(self, conversation: Conversation) -> int | None:
+        return self.inner.count_conversation_tokens(conversation)
+
+    def generate(self, conversations: list[Conversation], params: SamplingParams) -> list[list[Completion]]:  # type: ignore[override]
+        out = self.inner.generate(conversations, params)
+        self.calls += 1
+        self.generated += sum(c.completion_tokens for row in out for c in row)
+        return out
+
+
+def run_once(judge: Judge, counter: CountingBackend, n: int, mode: str) -> dict[str, float]:
+    responses = RESPONSES[:n]
+    counter.generated = counter.calls = 0
+    start = time.perf_counter()
+    if mode == "batched":
+        judge.judge(QUERY, responses)
+    else:
+        criteria = judge.criteria(QUERY)
+        for response in responses:
+            judge.evaluate(QUERY, criteria, response)
+    wall = time.perf_counter() - start
+    return {"wall_s": wall, "generated_tokens": counter.generated, "backend_calls": counter.calls}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="demo")
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1, 4, 8])
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "judge_throughput.json"))
+    args = parser.parse_args()
+
+    from cerm.backends import HFBackend
+
+    inner = HFBackend(args.model, batch_size=max(args.sizes))
+    counter = CountingBackend(inner)
+    config = JudgeConfig(criteria_max_new_tokens=args.max_new_tokens, evaluation_max_new_tokens=args.max_new_tokens)
+    judge = Judge(counter, config=config)
+    run_once(judge, counter, 1, "batched")  # warm-up: first-call allocations and kernel selection
+
+    rows: list[dict[str, Any]] = []
+    for n in args.sizes:
+        for mode in ("sequential", "batched"):
+            runs = [run_once(judge, counter, n, mode) for _ in range(args.repeats)]
+            wall = statistics.median(r["wall_s"] for r in runs)
+            tokens = statistics.median(r["generated_tokens"] for r in runs)
+            rows.append(
+                {
+                    "n": n,
+                    "mode": mode,
+                    "wall_s": wall,
+                    "generated_tokens": tokens,
+                    "backend_calls": runs[0]["backend_calls"],
+                    "responses_per_s": n / wall,
+                    "tokens_per_s": tokens / wall,
+                    "runs_wall_s": [r["wall_s"] for r in runs],
+                }
+            )
+    by = {(r["n"], r["mode"]): r for r in rows}
+    print(f"{'N':>3} {'mode':>10} {'calls':>5} {'gen tok':>8} {'wall s':>8} {'resp/s':>7} {'tok/s':>7} {'speedup':>8}")
+    for r in rows:
+        speedup = r["responses_per_s"] / by[(r["n"], "sequential")]["responses_per_s"]
+        r["speedup_vs_sequential"] = speedup
+        print(
+            f"{r['n']:>3} {r['mode']:>10} {r['backend_calls']:>5} {r['generated_tokens']:>8.0f} {r['wall_s']:>8.2f} "
+            f"{r['responses_per_s']:>7.3f} {r['tokens_per_s']:>7.1f} {speedup:>7.2f}x"
+        )
+    result = {
+        "benchmark": "judge_throughput",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, {__import__('os').cpu_count()} cores",
+        "model": inner.model_id,
+        "backend": inner.describe(),
+        "max_new_tokens": args.max_new_tokens,
+        "repeats": args.repeats,
+        "rows": rows,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.out}")
+    inner.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""Every script in examples/ runs in CI on the embedded model, so none of them rots.
+
+Each example declares how CI runs it in comment lines near the top:
+    # ci: <arguments>              small limits for CI (required: an example without it fails this test)
+    # ci-requires: mod1 mod2       importable modules it needs; missing ones skip the case with a clear reason
+    # ci-slow                      the case is marked slow (CI's representative set skips it)
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
+
+
+def _directives(path: Path) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines()[:40]:
+        for key in ("ci-requires", "ci-slow", "ci"):
+            prefix = f"# {key}:"
+            if line.startswith(prefix) or line.strip() == f"# {key}":
+                found.setdefault(key, line[len(prefix) :].strip() if line.startswith(prefix) else "")
+    return found
+
+
+def _cases() -> list[object]:
+    cases = []
+    for path in EXAMPLES:
+        marks = [pytest.mark.model]
+        if "ci-slow" in _directives(path):
+            marks.append(pytest.mark.slow)
+        cases.append(pytest.param(path, id=path.stem, marks=marks))
+    return cases
+
+
+@pytest.mark.parametrize("script", _cases())
+def test_example_runs(script: Path, tmp_path: Path) -> None:
+    directives = _directives(script)
+    assert "ci" in directives, f"{script.name} has no '# ci: <args>' line saying how CI runs it"
+    missing = [m for m in directives.get("ci-requires", "").split() if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.skip(f"{script.name} needs {', '.join(missing)}")
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "CERM_EXAMPLE_OUT": str(tmp_path)}
+    proc = subprocess.run(
+        [sys.executable, str(script), *shlex.split(directives["ci"])],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, (
+        f"{script.name} failed:\nSTDOUT:\n{proc.stdout[-3000:]}\nSTDERR:\n{proc.stderr[-3000:]}"
+    )
+    assert proc.stdout.strip(), f"{script.name} printed nothing"
