@@ -30,6 +30,8 @@ compute_score = VerlReward(
     unscorable_score=0.0,  # a choice: 0.0 treats a judge format failure like the worst answer
     scale=(0, 1),
 )
+# For veRL's asynchronous reward loop, point custom_reward_function.name at this coroutine function instead.
+compute_score_async = compute_score.acompute_score
 
 
 if __name__ == "__main__":
