@@ -3,6 +3,7 @@
 Each example declares how CI runs it in comment lines near the top:
     # ci: <arguments>              small limits for CI (required: an example without it fails this test)
     # ci-requires: mod1 mod2       importable modules it needs; missing ones skip the case with a clear reason
+    # ci-expect: <text>            text its stdout must contain (repeatable)
     # ci-slow                      the case is marked slow (CI's representative set skips it)
 """
 
@@ -19,15 +20,16 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
+_KEYS = ("ci-requires", "ci-expect", "ci-slow", "ci")
 
 
-def _directives(path: Path) -> dict[str, str]:
-    found: dict[str, str] = {}
-    for line in path.read_text(encoding="utf-8").splitlines()[:40]:
-        for key in ("ci-requires", "ci-slow", "ci"):
-            prefix = f"# {key}:"
-            if line.startswith(prefix) or line.strip() == f"# {key}":
-                found.setdefault(key, line[len(prefix) :].strip() if line.startswith(prefix) else "")
+def _directives(path: Path) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines()[:60]:
+        for key in _KEYS:
+            if line.startswith(f"# {key}:") or line.strip() == f"# {key}":
+                found.setdefault(key, []).append(line[len(f"# {key}:") :].strip())
+                break
     return found
 
 
@@ -45,19 +47,17 @@ def _cases() -> list[object]:
 def test_example_runs(script: Path, tmp_path: Path) -> None:
     directives = _directives(script)
     assert "ci" in directives, f"{script.name} has no '# ci: <args>' line saying how CI runs it"
-    missing = [m for m in directives.get("ci-requires", "").split() if importlib.util.find_spec(m) is None]
+    required = " ".join(directives.get("ci-requires", [])).split()
+    missing = [m for m in required if importlib.util.find_spec(m) is None]
     if missing:
         pytest.skip(f"{script.name} needs {', '.join(missing)}")
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "CERM_EXAMPLE_OUT": str(tmp_path)}
+    args = shlex.split(directives["ci"][0].replace("{tmp}", str(tmp_path)))
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1", "CERM_EXAMPLE_OUT": str(tmp_path)}
     proc = subprocess.run(
-        [sys.executable, str(script), *shlex.split(directives["ci"])],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
+        [sys.executable, str(script), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200
     )
-    assert proc.returncode == 0, (
-        f"{script.name} failed:\nSTDOUT:\n{proc.stdout[-3000:]}\nSTDERR:\n{proc.stderr[-3000:]}"
-    )
+    detail = f"STDOUT:\n{proc.stdout[-3000:]}\nSTDERR:\n{proc.stderr[-3000:]}"
+    assert proc.returncode == 0, f"{script.name} failed:\n{detail}"
     assert proc.stdout.strip(), f"{script.name} printed nothing"
+    for expected in directives.get("ci-expect", []):
+        assert expected in proc.stdout, f"{script.name}: {expected!r} not in its output:\n{detail}"

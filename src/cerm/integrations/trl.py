@@ -1,0 +1,131 @@
+"""TRL: a CE-RM judge as a reward function for ``GRPOTrainer(reward_funcs=[...])``.
+
+TRL (1.16) calls a reward function as ``fn(prompts=..., completions=..., completion_ids=..., **kwargs)``; ``kwargs`` are
+the extra dataset columns plus ``trainer_state``, ``log_extra`` and ``log_metric``. Prompts and completions are strings
+(standard data) or lists of chat messages (conversational data). The function returns one float per completion, or
+None where it has no reward: TRL turns None into NaN and leaves it out of the group's mean and std, which is exactly
+what an UNSCORABLE judgment should do. A function whose ``__call__`` is ``async`` is awaited by TRL, concurrently
+with other async reward functions.
+
+Nothing here imports TRL: the reward functions are plain callables, so this module loads without it.
+
+>>> from trl import GRPOTrainer                                          # doctest: +SKIP
+>>> reward = CermRewardFunc(Judge("PKU-ONELab/CE-RM-4B"), scale=(0, 1))   # doctest: +SKIP
+>>> GRPOTrainer(model=..., reward_funcs=[reward], train_dataset=...)     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from cerm._judge import Judge
+from cerm._types import Judgment
+from cerm.integrations._common import (
+    Grouping,
+    Outcome,
+    QueryFn,
+    ResponseFn,
+    Scale,
+    as_scale,
+    default_query,
+    default_response,
+    derive_query,
+    outcome_reason,
+    outcome_score,
+    scaled,
+)
+
+logger = logging.getLogger("cerm")
+
+__all__ = ["AsyncCermRewardFunc", "CermRewardFunc"]
+
+
+class _RewardFuncBase:
+    def __init__(
+        self,
+        judge: Judge,
+        *,
+        scale: Scale | tuple[float, float] | None = None,
+        query_fn: QueryFn | None = None,
+        response_fn: ResponseFn | None = None,
+        name: str = "cerm",
+        log: bool = True,
+    ) -> None:
+        if not isinstance(judge, Judge):
+            raise TypeError(f"judge must be a cerm.Judge, got {type(judge).__name__}")
+        self.judge = judge
+        self.scale = as_scale(scale)
+        self.query_fn = query_fn or default_query
+        self.response_fn = response_fn or default_response
+        # TRL names the reward's logged metrics after ``__name__`` (rewards/<name>/mean, .../std).
+        self.__name__ = name
+        self.log = log
+        #: The judgments of the last call, in completion order (None where the query could not be derived).
+        self.last_judgments: list[Judgment | None] = []
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.judge!r}, scale={self.scale}, name={self.__name__!r})"
+
+    def _group(self, prompts: Sequence[Any], completions: Sequence[Any]) -> Grouping:
+        if len(prompts) != len(completions):
+            raise ValueError(f"got {len(prompts)} prompts but {len(completions)} completions; TRL passes one each")
+        pairs = []
+        for prompt, completion in zip(prompts, completions, strict=True):
+            query, reason = derive_query(prompt, self.query_fn)
+            pairs.append((query, self.response_fn(completion), reason))
+        return Grouping.build(pairs)
+
+    def _rewards(self, outcomes: list[Outcome], kwargs: dict[str, Any]) -> list[float | None]:
+        self.last_judgments = [o if isinstance(o, Judgment) else None for o in outcomes]
+        rewards = [scaled(outcome_score(o), self.scale) for o in outcomes]
+        unscorable = sum(r is None for r in rewards)
+        if unscorable:
+            reasons = dict.fromkeys(outcome_reason(o) for o in outcomes if outcome_score(o) is None)
+            logger.info("%d of %d completions unscorable: %s", unscorable, len(rewards), "; ".join(map(str, reasons)))
+        if self.log and outcomes:
+            log_metric = kwargs.get("log_metric")
+            if callable(log_metric):
+                log_metric(f"{self.__name__}/unscorable_fraction", unscorable / len(rewards))
+            log_extra = kwargs.get("log_extra")
+            if callable(log_extra):
+                log_extra(f"{self.__name__}_reason", [outcome_reason(o) or "" for o in outcomes])
+        return rewards
+
+
+class CermRewardFunc(_RewardFuncBase):
+    """A synchronous TRL reward function backed by a CE-RM :class:`~cerm.Judge`.
+
+    All completions of one call are judged with ONE :meth:`~cerm.Judge.judge_batch`: completions are grouped by their
+    query, so the G completions of a prompt share one criteria set (1 + G generations per prompt, and every criteria
+    turn of the batch in one backend call, every evaluation in one more).
+
+    Args:
+        judge: the judge.
+        scale: ``(low, high)`` maps the 0-10 score linearly onto that range, e.g. ``(0, 1)``; None keeps 0-10.
+        query_fn: prompt -> the judge's query. Default: the prompt text, or for chat prompts the content of the last
+            user message (the system prompt and earlier turns are not shown to the judge).
+        response_fn: completion -> the response text. Default: the text, or the last assistant message's content.
+        name: the reward's name in TRL's logs (``rewards/<name>/mean``).
+        log: report ``<name>/unscorable_fraction`` through TRL's ``log_metric`` and each completion's UNSCORABLE reason
+            through ``log_extra`` (column ``<name>_reason``) when TRL passes those hooks.
+
+    Returns (per call): one float per completion, or None where the judgment is UNSCORABLE (TRL leaves it out of the
+    group baseline). ``last_judgments`` keeps the full judgments of the last call.
+    """
+
+    def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
+        grouping = self._group(prompts, completions)
+        results = self.judge.judge_batch(grouping.items) if grouping.items else []
+        return self._rewards(grouping.scatter(results), kwargs)
+
+
+class AsyncCermRewardFunc(_RewardFuncBase):
+    """The ``async`` twin of :class:`CermRewardFunc` (same arguments and results): TRL awaits it on its own event loop,
+    concurrently with any other async reward functions, and the judge's backend work runs off that loop."""
+
+    async def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
+        grouping = self._group(prompts, completions)
+        results = await self.judge.ajudge_batch(grouping.items) if grouping.items else []
+        return self._rewards(grouping.scatter(results), kwargs)

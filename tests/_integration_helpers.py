@@ -1,0 +1,56 @@
+"""Shared pieces of the integration tests: a scripted CE-RM judge and a tiny random policy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cerm import Judge, JudgeConfig
+from cerm.backends import MockBackend, SamplingParams
+from cerm.protocol import Conversation
+
+CRITERIA_TEXT = "Analysis.\n[Start of Criteria]\n1. Accuracy: the answer is right.\n[End of Criteria]"
+
+
+def scripted_score(response_turn: str) -> int:
+    """A deterministic 0-10 score that varies with the evaluated text (so GRPO groups get non-zero advantages)."""
+    return sum(map(ord, response_turn)) % 11
+
+
+def scripted_responder(conversation: Conversation, params: SamplingParams, index: int) -> str:
+    if len(conversation) == 1:  # criteria turn
+        return CRITERIA_TEXT
+    last = conversation[-1]["content"]
+    if "UNSCORABLE" in last:
+        return "I refuse to write a score."
+    return f"Accuracy: fine. $\\boxed{{3}}$\nOverall: $\\boxed{{{scripted_score(last)}}}$"
+
+
+def mock_judge() -> tuple[Judge, MockBackend]:
+    backend = MockBackend(scripted_responder)
+    return Judge(backend, config=JudgeConfig(criteria_max_new_tokens=32, evaluation_max_new_tokens=32)), backend
+
+
+def tiny_policy(seed: int = 0) -> tuple[Any, Any]:
+    """A randomly initialised ~3M-parameter Qwen3 with SmolLM2's tokenizer (from the embedded demo model folder)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen3Config
+
+    from cerm._embedded import demo_model_path
+
+    tokenizer = AutoTokenizer.from_pretrained(str(demo_model_path()))
+    config = Qwen3Config(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(config), tokenizer

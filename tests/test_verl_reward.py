@@ -1,0 +1,92 @@
+"""veRL custom reward: both calling conventions, explicit unscorable value, query from extra_info."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from _integration_helpers import mock_judge
+from cerm import Judge, JudgeConfig
+from cerm.integrations import VerlReward
+
+
+def test_naive_and_batch_conventions() -> None:
+    judge, backend = mock_judge()
+    reward = VerlReward(judge, unscorable_score=0.0, scale=(0, 1))
+    single = reward(data_source="demo", solution_str="Paris", ground_truth=None, extra_info={"question": "Capital?"})
+    assert isinstance(single, dict)
+    assert set(single) == {"score", "scorable", "reason"}
+    assert single["scorable"] is True
+    assert 0 <= single["score"] <= 1
+    assert single["reason"] == ""
+    backend.calls.clear()
+    batch = reward(
+        data_sources=["demo"] * 4,
+        solution_strs=["Paris", "Lyon", "UNSCORABLE", "Nice"],
+        ground_truths=[None] * 4,
+        extra_infos=[{"question": "Capital?"}] * 3 + [{"question": "Other?"}],
+    )
+    assert len(batch) == 4
+    assert len(backend.calls) == 2  # one criteria call (2 queries), one evaluation call
+    assert batch[0] == single
+    assert batch[2] == {"score": 0.0, "scorable": False, "reason": batch[2]["reason"]}
+    assert batch[2]["reason"]
+    assert all(type(b["score"]) is float for b in batch)
+
+
+def test_float_form_query_keys_and_messages() -> None:
+    judge, backend = mock_judge()
+    reward = VerlReward(judge, unscorable_score=-5.0, return_dict=False, query_keys=("prompt",))
+    value = reward.compute_score(
+        solution_str="x",
+        extra_info={"prompt": [{"role": "system", "content": "s"}, {"role": "user", "content": "Hi?"}]},
+    )
+    assert isinstance(value, float)
+    assert 0 <= value <= 10
+    assert "Hi?" in backend.calls[0][0][0][0]["content"]
+    assert reward.compute_score(solution_str="UNSCORABLE", extra_info={"prompt": "Hi?"}) == -5.0
+
+
+def test_misconfiguration_is_an_error_not_a_reward() -> None:
+    judge, _ = mock_judge()
+    with pytest.raises(TypeError, match="unscorable_score"):
+        VerlReward(judge)  # type: ignore[call-arg]
+    reward = VerlReward(judge, unscorable_score=0.0)
+    with pytest.raises(ValueError, match="question"):
+        reward(data_source="d", solution_str="x", ground_truth="y", extra_info={"index": 3})
+    with pytest.raises(TypeError):
+        reward("positional")
+
+
+def test_lazy_factory_and_async() -> None:
+    built = []
+
+    def factory() -> Judge:
+        built.append(1)
+        return mock_judge()[0]
+
+    reward = VerlReward(factory, unscorable_score=0.0)
+    assert built == []  # nothing loads at import/definition time
+    out = asyncio.run(reward.acompute_score_batch(solution_strs=["a", "b"], extra_infos=[{"question": "Q"}] * 2))
+    assert len(out) == 2
+    assert built == [1]
+    assert asyncio.run(reward.acompute_score(solution_str="a", extra_info={"question": "Q"})) == out[0]
+    assert built == [1]
+
+
+@pytest.mark.model
+def test_batch_form_with_the_demo_judge() -> None:
+    judge = Judge("demo", config=JudgeConfig(criteria_max_new_tokens=8, evaluation_max_new_tokens=8))
+    reward = VerlReward(judge, unscorable_score=0.0, scale=(0, 1))
+    out = reward(
+        data_sources=["demo", "demo"],
+        solution_strs=["Paris is the capital.", "Berlin."],
+        ground_truths=["Paris", "Paris"],
+        extra_infos=[{"question": "What is the capital of France?"}] * 2,
+    )
+    assert len(out) == 2
+    for item in out:
+        assert isinstance(item["score"], float)
+        assert item["scorable"] or (item["score"] == 0.0 and item["reason"])
+    judge.close()
