@@ -246,3 +246,18 @@ def test_overlong_response_real_context_truncated(demo_backend: Backend) -> None
     assert any("truncated from" in w for w in judgment.warnings)
     assert judgment.evaluation is not None
     assert judgment.reason is None or "exceeds the model context" not in judgment.reason
+
+
+def test_evaluate_stage_alone_refuses_empty_and_invalid_responses(fresh_mock: MockBackend) -> None:
+    # The stage-2-only API treats bad responses as judge() does: no generation, no number.
+    judge = Judge(fresh_mock)
+    criteria = "[Start of Criteria]\n1. Accuracy: correct facts\n[End of Criteria]"
+    for blank in ("", "  \n\t"):
+        evaluation = judge.evaluate(QUERY, criteria, blank)
+        assert evaluation.overall is None
+        assert evaluation.problem == "the response is empty (or only whitespace)"
+    with pytest.raises(ValueError, match="response is not valid Unicode"):
+        judge.evaluate(QUERY, criteria, "bad \ud800")
+    with pytest.raises(TypeError, match="must be a str"):
+        judge.evaluate(QUERY, criteria, None)  # type: ignore[arg-type]
+    assert fresh_mock.calls == []
