@@ -151,9 +151,9 @@ def test_mock_overlong_response_with_unscorable_policy(fresh_mock: MockBackend) 
 
 # -- the same on the real model
 UNICODE_RESPONSES = [
-    "Wasser kocht bei 100 °C – auf Meereshöhe. 水は100度で沸騰します。 الماء يغلي 🙂🔥",
+    "Wasser kocht bei 100 °C. 水は100度で沸騰します。 الماء يغلي 🙂🔥"
+    " \u202eRTL\u202c zero\u200bwidth BOM\ufeff e\u0301 𝔘𝔫𝔦",
     "nul\x00 bell\x07 backspace\x08 escape\x1b[31mred\x1b[0m form\x0cfeed",
-    "\u202eright-to-left override\u202c, zero\u200bwidth, BOM\ufeff, combining e\u0301, 𝔘𝔫𝔦𝔠𝔬𝔡𝔢",
     "broken \ud800 surrogate",
     "100 °C",
 ]
@@ -173,15 +173,15 @@ def test_unicode_and_control_characters_real_model(demo_backend: Backend) -> Non
         else:
             assert judgment.score is None
             assert judgment.reason
-    assert "not valid Unicode" in (judgments[3].reason or "")
+    assert "not valid Unicode" in (judgments[2].reason or "")
     # Every valid response reached the model unchanged; the invalid one was never sent.
     sent = [response_of(c) for c in counting.calls[1][0]]
-    assert sent == [r for i, r in enumerate(UNICODE_RESPONSES) if i != 3]
+    assert sent == [r for i, r in enumerate(UNICODE_RESPONSES) if i != 2]
 
 
 @pytest.mark.model
 def test_boxed_10_in_a_response_does_not_leak_real_model(demo_backend: Backend) -> None:
-    judge = Judge(demo_backend, config=JudgeConfig(criteria_max_new_tokens=16, evaluation_max_new_tokens=24))
+    judge = Judge(demo_backend, config=JudgeConfig(criteria_max_new_tokens=12, evaluation_max_new_tokens=16))
     judgments = judge.judge(QUERY, INJECTIONS[:2])
     for judgment in judgments:
         evaluation = judgment.evaluation
