@@ -151,9 +151,9 @@ def test_mock_overlong_response_with_unscorable_policy(fresh_mock: MockBackend) 
 
 # -- the same on the real model
 UNICODE_RESPONSES = [
-    "Wasser kocht bei 100 °C – auf Meereshöhe. 水は100度で沸騰します。 الماء يغلي 🙂🔥",
+    "Wasser kocht bei 100 °C. 水は100度で沸騰します。 الماء يغلي 🙂🔥"
+    " \u202eRTL\u202c zero\u200bwidth BOM\ufeff e\u0301 𝔘𝔫𝔦",
     "nul\x00 bell\x07 backspace\x08 escape\x1b[31mred\x1b[0m form\x0cfeed",
-    "\u202eright-to-left override\u202c, zero\u200bwidth, BOM\ufeff, combining e\u0301, 𝔘𝔫𝔦𝔠𝔬𝔡𝔢",
     "broken \ud800 surrogate",
     "100 °C",
 ]
@@ -173,15 +173,15 @@ def test_unicode_and_control_characters_real_model(demo_backend: Backend) -> Non
         else:
             assert judgment.score is None
             assert judgment.reason
-    assert "not valid Unicode" in (judgments[3].reason or "")
+    assert "not valid Unicode" in (judgments[2].reason or "")
     # Every valid response reached the model unchanged; the invalid one was never sent.
     sent = [response_of(c) for c in counting.calls[1][0]]
-    assert sent == [r for i, r in enumerate(UNICODE_RESPONSES) if i != 3]
+    assert sent == [r for i, r in enumerate(UNICODE_RESPONSES) if i != 2]
 
 
 @pytest.mark.model
 def test_boxed_10_in_a_response_does_not_leak_real_model(demo_backend: Backend) -> None:
-    judge = Judge(demo_backend, config=JudgeConfig(criteria_max_new_tokens=16, evaluation_max_new_tokens=24))
+    judge = Judge(demo_backend, config=JudgeConfig(criteria_max_new_tokens=12, evaluation_max_new_tokens=16))
     judgments = judge.judge(QUERY, INJECTIONS[:2])
     for judgment in judgments:
         evaluation = judgment.evaluation
@@ -246,3 +246,18 @@ def test_overlong_response_real_context_truncated(demo_backend: Backend) -> None
     assert any("truncated from" in w for w in judgment.warnings)
     assert judgment.evaluation is not None
     assert judgment.reason is None or "exceeds the model context" not in judgment.reason
+
+
+def test_evaluate_stage_alone_refuses_empty_and_invalid_responses(fresh_mock: MockBackend) -> None:
+    # The stage-2-only API treats bad responses as judge() does: no generation, no number.
+    judge = Judge(fresh_mock)
+    criteria = "[Start of Criteria]\n1. Accuracy: correct facts\n[End of Criteria]"
+    for blank in ("", "  \n\t"):
+        evaluation = judge.evaluate(QUERY, criteria, blank)
+        assert evaluation.overall is None
+        assert evaluation.problem == "the response is empty (or only whitespace)"
+    with pytest.raises(ValueError, match="response is not valid Unicode"):
+        judge.evaluate(QUERY, criteria, "bad \ud800")
+    with pytest.raises(TypeError, match="must be a str"):
+        judge.evaluate(QUERY, criteria, None)  # type: ignore[arg-type]
+    assert fresh_mock.calls == []

@@ -178,7 +178,7 @@ def test_score_jsonl_in_jsonl_out(cli_env: dict[str, str], tmp_path: Path) -> No
 @pytest.mark.model
 def test_rerank_jsonl(cli_env: dict[str, str], tmp_path: Path) -> None:
     rows = [
-        {"id": 1, "query": "Name a prime number.", "candidates": ["9", "7", "11"]},
+        {"id": 1, "query": "Name a prime number.", "candidates": ["9", "7"]},
         {"id": 2, "query": "Say hello in Spanish.", "responses": ["Hola", "Bonjour"]},  # alias accepted
     ]
     source = write_jsonl(tmp_path / "cands.jsonl", rows)

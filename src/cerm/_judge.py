@@ -47,6 +47,7 @@ T = TypeVar("T")
 # differently at the seam between the response and the text that follows it.
 _SEAM_TOKENS = 8
 _OVERLONG_REASON = "the response does not fit in the model context (overlong='unscorable')"
+_EMPTY_REASON = "the response is empty (or only whitespace)"
 
 
 @dataclass(frozen=True)
@@ -259,6 +260,8 @@ class Judge:
         _validate_responses([response], "response")
         if problem := _unicode_problem(response):
             raise ValueError(f"response is {problem}")
+        if not response.strip():  # as in judge(): nothing to evaluate, so no generation and no number
+            return Evaluation("", (), None, None, _EMPTY_REASON)
         parsed = criteria if isinstance(criteria, Criteria) else parse_criteria(criteria)
         slot = self._evaluation_slot(query, parsed.text, response)
         if slot is None:
@@ -327,7 +330,7 @@ class Judge:
             row = []
             for j, response in enumerate(responses):
                 if not response.strip():
-                    row.append(self._unscorable(j, "the response is empty (or only whitespace)", crit_usage))
+                    row.append(self._unscorable(j, _EMPTY_REASON, crit_usage))
                     continue
                 if problem := _unicode_problem(response):
                     row.append(self._unscorable(j, f"the response is {problem}", crit_usage))
