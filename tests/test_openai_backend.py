@@ -380,6 +380,7 @@ def llama_url() -> Iterator[str]:
 
 
 @pytest.mark.model
+@pytest.mark.timeout(600)
 def test_llama_cpp_generation_n_logprobs_and_usage(llama_url: str) -> None:
     with OpenAIBackend("demo", base_url=llama_url, max_concurrency=4, timeout=120) as backend:
         greedy = SamplingParams(max_new_tokens=12)
@@ -420,6 +421,7 @@ class _Recorder(Backend):
 
 
 @pytest.mark.model
+@pytest.mark.timeout(600)
 def test_judge_through_llama_cpp_matches_the_hf_backend(llama_url: str) -> None:
     """Same prompts, same parser, two engines: the conversations agree byte for byte; outcomes agree by status.
 
@@ -428,7 +430,7 @@ def test_judge_through_llama_cpp_matches_the_hf_backend(llama_url: str) -> None:
     """
     query = "What is the capital of France?"
     responses = ["Paris is the capital of France.", "The capital of France is Berlin."]
-    config = JudgeConfig(criteria_max_new_tokens=48, evaluation_max_new_tokens=48)
+    config = JudgeConfig(criteria_max_new_tokens=32, evaluation_max_new_tokens=32)
     http = _Recorder(OpenAIBackend("demo", base_url=llama_url, timeout=120))
     local = _Recorder(create_backend("hf", "demo"))
     with Judge(http, config=config) as judge_http, Judge(local, config=config) as judge_local:
@@ -457,6 +459,7 @@ def test_judge_through_llama_cpp_matches_the_hf_backend(llama_url: str) -> None:
 
 @pytest.mark.model
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_judge_through_llama_cpp_statistically_like_hf(llama_url: str) -> None:
     """More items: the share of SCORED judgments and the mean score agree between engines within loose bounds."""
     items = [
