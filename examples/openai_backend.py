@@ -5,8 +5,8 @@
 The base URL can also come from $CERM_BASE_URL or $OPENAI_BASE_URL, the key from $OPENAI_API_KEY (local servers need
 none). To try it on this machine with the embedded demo model:
 
-    python -m llama_cpp.server --model "$(python -c 'from cerm._embedded import demo_gguf_path; print(demo_gguf_path())')" \
-        --host 127.0.0.1 --port 8000 &
+    GGUF="$(python -c 'from cerm._embedded import demo_gguf_path; print(demo_gguf_path())')"
+    python -m llama_cpp.server --model "$GGUF" --host 127.0.0.1 --port 8000 &
     python examples/openai_backend.py http://127.0.0.1:8000/v1 demo 48
 """
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from _openai_servers import llama_cpp_server
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,7 +31,7 @@ def run_example(name: str, *args: str, timeout: float = 600) -> subprocess.Compl
 @pytest.mark.timeout(300)
 def test_openai_backend_example_against_llama_cpp() -> None:
     if importlib.util.find_spec("llama_cpp") is None:
-        pytest.skip("llama-cpp-python is not installed (make install builds it: pip install 'llama-cpp-python[server]')")
+        pytest.skip("llama-cpp-python is not installed (`make install` builds it: 'llama-cpp-python[server]')")
     from cerm._embedded import demo_gguf_path
 
     with llama_cpp_server(demo_gguf_path()) as base_url:
@@ -40,4 +41,5 @@ def test_openai_backend_example_against_llama_cpp() -> None:
     assert [line.split(":")[0] for line in lines[:3]] == ["response 0", "response 1", "response 2"]
     assert all(("UNSCORABLE" in line) or line.split(": ")[1].replace(".", "").isdigit() for line in lines[:3])
     assert "generation failed" not in done.stdout  # the server really answered every request
-    assert "'backend': 'openai'" in done.stdout and "async scores: [" in done.stdout
+    assert "'backend': 'openai'" in done.stdout
+    assert "async scores: [" in done.stdout
