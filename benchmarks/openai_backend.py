@@ -4,7 +4,8 @@ A stub OpenAI-compatible server (aiohttp, in its own process) answers every chat
 are sent with at most C in flight by:
 
   raw-aiohttp     a bare aiohttp loop with a semaphore: the floor for a Python client
-  openai          the plain AsyncOpenAI client (default httpx transport) with a semaphore
+  openai-default  the plain AsyncOpenAI client exactly as constructed by default (httpx transport, default pool)
+  openai          the same client with its connection pool sized to C (max and keep-alive connections)
   openai-aiohttp  the same client over its aiohttp transport (DefaultAioHttpClient), pool sized to C
   cerm-backend    cerm's OpenAIBackend.generate on the same conversations (no Judge)
   cerm-judge      the full Judge path: Judge.judge(query, M responses) = 1 criteria request + M evaluations
@@ -138,16 +139,19 @@ async def raw_aiohttp(base_url: str, convs: list[Conversation], c: int) -> int:
 async def plain_openai(base_url: str, convs: list[Conversation], c: int, transport: str) -> int:
     import openai
 
-    limits = openai._constants.DEFAULT_CONNECTION_LIMITS.__class__(max_connections=c, max_keepalive_connections=c)
-    http_client = openai.DefaultAioHttpClient(limits=limits) if transport == "aiohttp" else None
-    # A pool sized to C for both transports (the default keeps only 100 idle connections: at C=256 the rest would be
-    # reopened again and again).
     timeout = openai.DEFAULT_TIMEOUT.__class__(600.0, connect=60.0)  # generous: measure speed, not timeouts
-    if http_client is None:
-        http_client = openai.DefaultAsyncHttpxClient(limits=limits, timeout=timeout)
-    client = openai.AsyncOpenAI(
-        base_url=base_url, api_key="EMPTY", max_retries=0, http_client=http_client, timeout=timeout
-    )
+    if transport == "default":  # the client as users construct it (default pool: 1000 connections, 100 kept alive)
+        client = openai.AsyncOpenAI(base_url=base_url, api_key="EMPTY", max_retries=0, timeout=timeout)
+    else:  # a pool sized to C, so no connection is closed and reopened between requests
+        limits = openai.DEFAULT_CONNECTION_LIMITS.__class__(max_connections=c, max_keepalive_connections=c)
+        http_cls = openai.DefaultAioHttpClient if transport == "aiohttp" else openai.DefaultAsyncHttpxClient
+        client = openai.AsyncOpenAI(
+            base_url=base_url,
+            api_key="EMPTY",
+            max_retries=0,
+            timeout=timeout,
+            http_client=http_cls(limits=limits, timeout=timeout),
+        )
     sem = asyncio.Semaphore(c)
     ok = 0
 
@@ -184,8 +188,8 @@ def run_variant(name: str, base_url: str, m: int, c: int) -> dict[str, float]:
     if name == "raw-aiohttp":
         asyncio.run(raw_aiohttp(base_url, warm, c))
         return measure(lambda: asyncio.run(raw_aiohttp(base_url, convs, c)), m)
-    if name in ("openai", "openai-aiohttp"):
-        transport = "aiohttp" if name == "openai-aiohttp" else "httpx"
+    if name in ("openai-default", "openai", "openai-aiohttp"):
+        transport = {"openai-default": "default", "openai": "httpx", "openai-aiohttp": "aiohttp"}[name]
         asyncio.run(plain_openai(base_url, warm, c, transport))
         return measure(lambda: asyncio.run(plain_openai(base_url, convs, c, transport)), m)
     backend = OpenAIBackend("stub", base_url=base_url, max_concurrency=c, timeout=600)
@@ -252,7 +256,7 @@ def llama_cpp_figure(max_tokens: int = 128, requests: int = 4) -> dict[str, Any]
         proc.wait(15)
 
 
-VARIANTS = ("raw-aiohttp", "openai", "openai-aiohttp", "cerm-backend", "cerm-judge")
+VARIANTS = ("raw-aiohttp", "openai-default", "openai", "openai-aiohttp", "cerm-backend", "cerm-judge")
 
 
 def main() -> None:
@@ -269,6 +273,7 @@ def main() -> None:
         serve(args.serve, args.latency)
         return
 
+    load_at_start = os.getloadavg()
     port = _free_port()
     server = subprocess.Popen([sys.executable, __file__, "--serve", str(port), "--latency", str(args.latency)])
     base_url = f"http://127.0.0.1:{port}/v1"
@@ -309,7 +314,8 @@ def main() -> None:
                     "platform": platform.platform(),
                     "python": platform.python_version(),
                     "cpus": os.cpu_count(),
-                    "loadavg_before": os.getloadavg(),
+                    "loadavg_at_start": load_at_start,
+                    "loadavg_at_end": os.getloadavg(),
                 },
                 "args": {k: v for k, v in vars(args).items() if k != "serve"},
                 "rows": rows,
