@@ -175,7 +175,8 @@ def test_requests_per_minute_limit_spreads_requests(server: FaultServer) -> None
         backend.generate([conv(f"r{i}") for i in range(40)], SamplingParams(max_new_tokens=8))
         elapsed = time.monotonic() - started
     assert elapsed >= 0.9  # 20 at once, then 20 more at 20 per second
-    assert server.seen[-1].at - server.seen[0].at >= 0.8
+    # By time t after the start at most 20 + 20 t requests may have been sent (arrival delays only lower the count).
+    assert sum(seen.at - started < 0.45 for seen in server.seen) <= 30
 
 
 def test_tokens_per_minute_limit_waits_for_budget(server: FaultServer) -> None:
