@@ -476,3 +476,28 @@ def test_judge_through_llama_cpp_statistically_like_hf(llama_url: str) -> None:
     share = [sum(j.scorable for j in js) / len(js) for js in (via_http, via_hf)]
     assert abs(share[0] - share[1]) <= 0.5, share
     assert not any("generation failed" in (j.reason or "") for j in via_http)
+
+
+def test_close_during_a_call_ends_it_with_an_error_not_a_hang(server: FaultServer) -> None:
+    server.hang_s = 30.0
+    server.schedule = {"slow": ["hang"]}
+    backend = backend_for(server, timeout=60.0)
+    outcome: list[BaseException | None] = []
+
+    def call() -> None:
+        try:
+            backend.generate([conv("slow")], SamplingParams(max_new_tokens=4))
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=call)
+    worker.start()
+    deadline = time.monotonic() + 10
+    while not server.seen and time.monotonic() < deadline:
+        time.sleep(0.05)
+    backend.close()
+    worker.join(10)
+    assert not worker.is_alive()
+    assert isinstance(outcome[0], RuntimeError)
+    assert "closed" in str(outcome[0])

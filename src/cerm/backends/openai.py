@@ -156,6 +156,8 @@ class _IOLoop:
         future = self.submit(coro)
         try:
             return future.result()
+        except concurrent.futures.CancelledError:
+            raise RuntimeError("the backend was closed while this call was running") from None
         except BaseException:
             future.cancel()  # e.g. KeyboardInterrupt in the caller: stop the requests too
             raise
@@ -179,11 +181,21 @@ class _IOLoop:
                 self.loop.close()
 
 
-def _shutdown(io: _IOLoop | None, client: Any) -> None:
-    """Finalizer (also run at exit): close the client's connections on its loop, then stop the loop."""
-    if io is None:
-        return
-    io.stop(client.close() if client is not None else None)
+async def _aclose(holder: dict[str, Any]) -> None:
+    """On the I/O loop: cancel requests still in flight (their callers get an error, not a hang), close the client."""
+    current = asyncio.current_task()
+    pending = [task for task in asyncio.all_tasks() if task is not current]
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    client = holder.get("client")
+    if client is not None:
+        await client.close()
+
+
+def _shutdown(io: _IOLoop, holder: dict[str, Any]) -> None:
+    """Finalizer (also run at exit): stop the requests in flight, close the client's connections, stop the loop."""
+    io.stop(_aclose(holder))
 
 
 class OpenAIBackend(Backend):
@@ -292,6 +304,7 @@ class OpenAIBackend(Backend):
         self._closed = False
         self._io: _IOLoop | None = None
         self._client: Any = None
+        self._holder: dict[str, Any] = {}
         self._semaphore: asyncio.Semaphore | None = None
         self._rpm_throttle = _Throttle(requests_per_minute) if requests_per_minute else None
         self._tpm_throttle = _Throttle(tokens_per_minute) if tokens_per_minute else None
@@ -347,7 +360,13 @@ class OpenAIBackend(Backend):
         coro = self._generate_all(list(conversations), params)
         if asyncio.get_running_loop() is io.loop:
             return await coro
-        return await asyncio.wrap_future(io.submit(coro))
+        future = io.submit(coro)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            if future.cancelled() and not _current_task_cancelling():
+                raise RuntimeError("the backend was closed while this call was running") from None
+            raise
 
     def close(self) -> None:
         with self._lock:
@@ -365,7 +384,9 @@ class OpenAIBackend(Backend):
                 raise RuntimeError("this OpenAIBackend was closed")
             if self._io is None:
                 self._io = _IOLoop()
-                self._finalizer = weakref.finalize(self, _shutdown, self._io, None)
+                # One finalizer for the loop and (once created, in the holder) the client: close() or garbage
+                # collection or interpreter exit, whichever comes first, runs it once.
+                self._finalizer = weakref.finalize(self, _shutdown, self._io, self._holder)
             return self._io
 
     def _client_on_loop(self) -> Any:
@@ -387,11 +408,8 @@ class OpenAIBackend(Backend):
                 default_headers=self._extra_headers or None,
                 http_client=http_client_cls(limits=limits, timeout=timeout),
             )
+            self._holder["client"] = self._client
             self._semaphore = asyncio.Semaphore(self._max_concurrency)
-            # Re-arm the finalizer so the client's connections are closed too.
-            if self._finalizer is not None:
-                self._finalizer.detach()
-            self._finalizer = weakref.finalize(self, _shutdown, self._io, self._client)
         return self._client
 
     # -- generation ------------------------------------------------------------------------------------------------
@@ -592,6 +610,13 @@ def _httpx() -> Any:
         import httpx
 
         return httpx
+
+
+def _current_task_cancelling() -> bool:
+    """Whether the caller's own task is being cancelled (then CancelledError is theirs to receive)."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)  # Python >= 3.11
+    return bool(cancelling()) if cancelling is not None else False
 
 
 def _root_cause(exc: BaseException) -> BaseException:
