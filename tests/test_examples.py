@@ -5,6 +5,7 @@ Each example declares how CI runs it in comment lines near the top:
     # ci-requires: mod1 mod2       importable modules it needs; missing ones skip the case with a clear reason
     # ci-expect: <text>            text its stdout must contain (repeatable)
     # ci-slow                      the case is marked slow (CI's representative set skips it)
+    # ci-custom: tests/FILE.py     it needs a fixture (a server): that test file runs it instead of this one
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
-_KEYS = ("ci-requires", "ci-expect", "ci-slow", "ci")
+_KEYS = ("ci-requires", "ci-expect", "ci-slow", "ci-custom", "ci")
 
 
 def _directives(path: Path) -> dict[str, list[str]]:
@@ -36,6 +37,8 @@ def _directives(path: Path) -> dict[str, list[str]]:
 def _cases() -> list[object]:
     cases = []
     for path in EXAMPLES:
+        if "ci-custom" in _directives(path):
+            continue
         marks = [pytest.mark.model]
         if "ci-slow" in _directives(path):
             marks.append(pytest.mark.slow)

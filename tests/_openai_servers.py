@@ -1,0 +1,239 @@
+"""Servers for the openai backend's tests: a fault-injecting OpenAI-compatible stub (aiohttp, in a thread) and a
+fixture-friendly launcher for llama.cpp's real server (``python -m llama_cpp.server``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+CRITERIA_TEXT = (
+    "Analysis.\n[Start of Criteria]\n1. Accuracy: the answer is correct\n2. Clarity: easy to read\n[End of Criteria]"
+)
+_SCORE = re.compile(r"score=(\d+(?:\.\d+)?)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Seen:
+    """One request as the server saw it."""
+
+    at: float
+    body: dict[str, Any]
+    action: str
+    headers: dict[str, str]
+
+
+@dataclass
+class FaultServer:
+    """An OpenAI-compatible ``/v1/chat/completions`` whose answers follow a schedule the test controls.
+
+    ``schedule`` maps a tag to the actions for successive requests whose last message contains that tag (the tag is
+    part of a response or query text). Actions: ``ok``, ``429`` (Retry-After: ``retry_after``), ``500``, ``503``,
+    ``400``, ``401``, ``404``, ``hang`` (sleeps ``hang_s``), ``drop`` (closes the connection without answering),
+    ``badjson`` (200 with a broken body), ``nochoices``. When a tag's list runs out, the answer is ``ok``.
+    ``ok`` answers criteria text to a one-message conversation and ``... \\boxed{S}`` to an evaluation, S from a
+    ``score=S`` in the last message (default 5). ``ignore_n`` answers one choice whatever ``n`` says (like llama.cpp).
+    """
+
+    schedule: dict[str, list[str]] = field(default_factory=dict)
+    retry_after: str = "1"
+    hang_s: float = 30.0
+    ignore_n: bool = False
+    latency_s: float = 0.0
+    seen: list[Seen] = field(default_factory=list)
+    in_flight: int = 0
+    max_in_flight: int = 0
+    port: int = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def count(self, tag: str | None = None) -> int:
+        if tag is None:
+            return len(self.seen)
+        return sum(1 for s in self.seen if tag in s.body["messages"][-1]["content"])
+
+    def _action(self, body: dict[str, Any]) -> str:
+        last = body["messages"][-1]["content"]
+        for tag, actions in self.schedule.items():
+            if tag in last and actions:
+                return actions.pop(0)
+        return "ok"
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        action = self._action(body)
+        self.seen.append(Seen(time.monotonic(), body, action, {k.lower(): v for k, v in request.headers.items()}))
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if self.latency_s:
+                await asyncio.sleep(self.latency_s)
+            return await self._answer(request, body, action)
+        finally:
+            self.in_flight -= 1
+
+    async def _answer(self, request: web.Request, body: dict[str, Any], action: str) -> web.StreamResponse:
+        if action == "ok":
+            return web.json_response(self._completion(body))
+        if action == "429":
+            return web.json_response(
+                {"error": {"message": "rate limited", "type": "rate_limit"}},
+                status=429,
+                headers={"Retry-After": self.retry_after},
+            )
+        if action == "401echo":  # some servers quote the key they refused
+            key = request.headers.get("Authorization", "").removeprefix("Bearer ")
+            return web.json_response({"error": {"message": f"Incorrect API key provided: {key}"}}, status=401)
+        if action in ("400", "401", "404", "500", "503"):
+            return web.json_response({"error": {"message": f"injected {action}"}}, status=int(action))
+        if action == "hang":
+            await asyncio.sleep(self.hang_s)
+            return web.json_response(self._completion(body))
+        if action == "drop":
+            assert request.transport is not None
+            request.transport.abort()
+            raise asyncio.CancelledError  # the handler ends with nothing written: the client sees a dropped socket
+        if action == "badjson":
+            return web.Response(text='{"choices": [ {"message": ', content_type="application/json")
+        if action == "nochoices":
+            return web.json_response({"object": "chat.completion"})
+        raise AssertionError(f"unknown action {action!r}")
+
+    def _completion(self, body: dict[str, Any]) -> dict[str, Any]:
+        messages = body["messages"]
+        last = messages[-1]["content"]
+        if len(messages) == 1:
+            text = CRITERIA_TEXT
+        else:
+            match = _SCORE.search(last)
+            score = match.group(1) if match else "5"
+            text = f"1. Accuracy: 4\n2. Clarity: 4\nOverall: \\boxed{{{score}}}"
+        n = 1 if self.ignore_n else int(body.get("n", 1))
+        words = text.split(" ")
+        choices = []
+        for i in range(n):
+            choice: dict[str, Any] = {
+                "index": i,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": "stop",
+            }
+            if body.get("logprobs"):
+                top = int(body.get("top_logprobs") or 0)
+                choice["logprobs"] = {
+                    "content": [
+                        {"token": w, "logprob": -0.5, "top_logprobs": [{"token": w, "logprob": -0.5}] * top}
+                        for w in words
+                    ]
+                }
+            choices.append(choice)
+        prompt = sum(len(m["content"]) for m in messages) // 4
+        return {
+            "id": "cmpl-test",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model", "x"),
+            "choices": choices,
+            "usage": {
+                "prompt_tokens": prompt,
+                "completion_tokens": len(words) * n,
+                "total_tokens": prompt + len(words) * n,
+            },
+        }
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[FaultServer]:
+        loop = asyncio.new_event_loop()
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._handle)
+        runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
+        self.port = free_port()
+        loop.run_until_complete(runner.setup())
+        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
+        thread = threading.Thread(target=loop.run_forever, daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+
+            async def stop() -> None:
+                current = asyncio.current_task()
+                for task in asyncio.all_tasks():  # handlers still sleeping in "hang"
+                    if task is not current:
+                        task.cancel()
+                await runner.cleanup()
+
+            asyncio.run_coroutine_threadsafe(stop(), loop).result(10)
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(10)
+            loop.close()
+
+
+@contextlib.contextmanager
+def llama_cpp_server(model: Path, n_ctx: int = 4096) -> Iterator[str]:
+    """Start ``python -m llama_cpp.server`` on a free port; yield its base URL; stop it. Ready in about 2 s."""
+    port = free_port()
+    log = open(os.devnull, "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(model),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_ctx",
+            str(n_ctx),
+            "--n_threads",
+            "2",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base_url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"llama_cpp.server exited early with code {proc.returncode}")
+            try:
+                with urllib.request.urlopen(f"{base_url}/models", timeout=2) as answer:
+                    json.load(answer)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("llama_cpp.server did not become ready within 120 s") from None
+                time.sleep(0.25)
+        yield base_url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        log.close()
