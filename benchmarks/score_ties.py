@@ -86,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-chars", type=int, default=2000, help="skip pairs longer than this (prompt + both)")
+    parser.add_argument(
+        "--limit", type=int, default=None, help="judge only the first N of the seeded sample (its criteria stay cached)"
+    )
     parser.add_argument("--criteria-max-new-tokens", type=int, default=48)
     parser.add_argument("--evaluation-max-new-tokens", type=int, default=48)
     parser.add_argument("--batch-size", type=int, default=8)
@@ -93,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=RESULTS / "score_ties.json")
     args = parser.parse_args(argv)
 
-    pairs = load_pairs(args.data, args.pairs, args.seed, args.max_chars)
+    pairs = load_pairs(args.data, args.pairs, args.seed, args.max_chars)[: args.limit]
     config = JudgeConfig(
         criteria_max_new_tokens=args.criteria_max_new_tokens,
         evaluation_max_new_tokens=args.evaluation_max_new_tokens,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import sys
 
-from cerm import Judge, JudgeConfig
+from cerm import Judge, JudgeConfig, MemoryCriteriaCache
 
 
 def main() -> None:
@@ -29,8 +29,9 @@ def main() -> None:
 
     base = JudgeConfig(criteria_max_new_tokens=criteria_tokens, evaluation_max_new_tokens=evaluation_tokens)
     finer = base.with_(score_readout="expected", forced_readout=True)
-    with Judge(model, config=finer) as judge:
-        plain = Judge(judge.backend, config=base).judge(query, responses)  # same backend, default settings
+    cache = MemoryCriteriaCache()  # both judges share one criteria turn: the readouts only change stage 2
+    with Judge(model, config=finer, cache=cache) as judge:
+        plain = Judge(judge.backend, config=base, cache=cache).judge(query, responses)  # default readout
         judged = judge.judge(query, responses)
 
     for response, p, j in zip(responses, plain, judged, strict=True):

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 
 
-def run_example(name: str, *args: str, timeout: int = 600) -> str:
+def run_example(name: str, *args: str, timeout: int = 840) -> str:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     env.pop("CERM_MODEL", None)
     done = subprocess.run(
