@@ -9,6 +9,7 @@ A CE-RM judge writes one set of evaluation criteria per query, then scores each 
 [7.5, 4.0]
 """
 
+from cerm._cache import CriteriaCache, CriteriaCacheKey, MemoryCriteriaCache, SQLiteCriteriaCache
 from cerm._config import JudgeConfig
 from cerm._embedded import DEMO_MODEL, RECOMMENDED_MODEL
 from cerm._errors import BackendUnavailableError, CermError, ConfigurationError, ModelNotFoundError
@@ -25,6 +26,8 @@ from cerm._types import (
     OtherPoints,
     Provenance,
     RankedResponse,
+    ScoreReadout,
+    ScoreSource,
     Status,
     Usage,
 )
@@ -43,17 +46,23 @@ __all__ = [
     "Completion",
     "ConfigurationError",
     "Criteria",
+    "CriteriaCache",
+    "CriteriaCacheKey",
     "Criterion",
     "CriterionScore",
     "Evaluation",
     "Judge",
     "JudgeConfig",
     "Judgment",
+    "MemoryCriteriaCache",
     "ModelNotFoundError",
     "OtherPoints",
     "Provenance",
     "RankedResponse",
+    "SQLiteCriteriaCache",
     "SamplingParams",
+    "ScoreReadout",
+    "ScoreSource",
     "Status",
     "Usage",
     "__version__",

@@ -10,6 +10,7 @@ from cerm.backends._base import SamplingParams
 
 ScalingMode = Literal["chains", "evaluations", "grid"]
 OverlongPolicy = Literal["truncate", "unscorable"]
+ScoreReadoutMode = Literal["parsed", "expected"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,19 @@ class JudgeConfig:
 
     Responses too long for the model's context are truncated (``overlong="truncate"``, recorded as a warning in the
     judgment) or marked UNSCORABLE (``overlong="unscorable"``). ``max_response_tokens`` caps responses further.
+
+    Finer scores (opt-in; every chain records how its score was read in ``Chain.score_source``):
+
+    * ``score_readout="expected"``: where the evaluation closed the format, the score is the expectation over the
+      probabilities of the score tokens at its last ``\\boxed{`` (the backend must return log-probabilities; the
+      evaluation turn then asks for ``readout_top_logprobs`` alternatives per token). Continuous scores mean fewer
+      ties. When the top-k alternatives cover less than ``readout_min_mass`` of the probability, the parsed score is
+      kept and a warning says why.
+    * ``forced_readout=True``: an evaluation that did not close the format (no boxed overall score, or cut off) is
+      continued with an explicit overall-score prefix ending in ``\\boxed{`` (the backend must support prefill),
+      and the score is read from what follows: the value written (``"forced_parsed"``) or, with
+      ``score_readout="expected"``, the expectation (``"forced_expected"``). Below ``readout_min_mass`` the judgment
+      stays UNSCORABLE. Forced scores are a readout, not the protocol's verdict: they are marked as such.
     """
 
     criteria_max_new_tokens: int = 1024
@@ -43,6 +57,10 @@ class JudgeConfig:
     top_logprobs: int | None = None
     overlong: OverlongPolicy = "truncate"
     max_response_tokens: int | None = None
+    score_readout: ScoreReadoutMode = "parsed"
+    forced_readout: bool = False
+    readout_top_logprobs: int = 20
+    readout_min_mass: float = 0.5
 
     def __post_init__(self) -> None:
         if self.k < 1:
@@ -53,6 +71,12 @@ class JudgeConfig:
             raise ConfigurationError(f"overlong must be 'truncate' or 'unscorable', got {self.overlong!r}")
         if self.k > 1 and self.temperature == 0 and self.scaling_temperature <= 0:
             raise ConfigurationError("k > 1 needs sampling: set temperature or scaling_temperature above 0")
+        if self.score_readout not in ("parsed", "expected"):
+            raise ConfigurationError(f"score_readout must be 'parsed' or 'expected', got {self.score_readout!r}")
+        if self.readout_top_logprobs < 1:
+            raise ConfigurationError(f"readout_top_logprobs must be >= 1, got {self.readout_top_logprobs}")
+        if not 0.0 <= self.readout_min_mass <= 1.0:
+            raise ConfigurationError(f"readout_min_mass must be in [0, 1], got {self.readout_min_mass}")
         if self.max_response_tokens is not None and self.max_response_tokens < 1:
             raise ConfigurationError(f"max_response_tokens must be >= 1, got {self.max_response_tokens}")
         # Validate the budgets and decoding values once, here, rather than at the first backend call.
@@ -89,4 +113,13 @@ class JudgeConfig:
 
     def evaluation_sampling(self) -> SamplingParams:
         # A different seed offset keeps stage-2 samples independent of stage-1 samples.
-        return self._params(self.evaluation_max_new_tokens, self.evaluation_samples, salt=1_000_003)
+        params = self._params(self.evaluation_max_new_tokens, self.evaluation_samples, salt=1_000_003)
+        if self.score_readout == "expected":
+            # The expected score needs the alternatives at the score position.
+            top = max(params.top_logprobs or 0, self.readout_top_logprobs)
+            params = replace(params, top_logprobs=top)
+        return params
+
+    def readout_sampling(self) -> SamplingParams:
+        """The forced readout's continuation: greedy, a few tokens (enough for " 10.5 }"), with alternatives."""
+        return SamplingParams(max_new_tokens=8, temperature=0.0, n=1, top_logprobs=self.readout_top_logprobs)

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from cerm._cache import CriteriaCache, CriteriaCacheKey, SQLiteCriteriaCache
 from cerm._config import JudgeConfig
+from cerm._errors import ConfigurationError
 from cerm._types import (
     BestOfN,
     Chain,
@@ -24,6 +27,7 @@ from cerm._types import (
     Judgment,
     Provenance,
     RankedResponse,
+    ScoreReadout,
     Status,
     Usage,
     mean_and_spread,
@@ -33,10 +37,14 @@ from cerm.backends._registry import create_backend
 from cerm.protocol import (
     PROMPT_VERSION,
     Conversation,
+    closed_score,
     criteria_conversation,
     evaluation_conversation,
+    forced_readout_conversation,
     parse_criteria,
     parse_evaluation,
+    read_boxed_score,
+    score_distribution,
 )
 
 logger = logging.getLogger("cerm")
@@ -66,6 +74,19 @@ class _CriteriaSample:
     criteria: Criteria
     completion: Completion
     failure: str | None  # generation failed: no criteria text to build on
+    cached: bool = False  # read from the criteria cache: no generation ran
+
+
+@dataclass
+class _Pending:
+    """A response's chains between stage 2 and assembly (the forced readout may still fill some in)."""
+
+    chains: list[Chain]
+    conversations: list[Conversation | None]  # the evaluation conversation behind each chain (None: none ran)
+    warnings: list[str]
+    completions: list[Completion]
+    crit_usage: Usage
+    crit_cached: bool
 
 
 @dataclass
@@ -122,7 +143,11 @@ class Judge:
         model: a :class:`~cerm.backends.Backend` instance, or a model name/path for ``backend``. ``"demo"`` is the
             embedded tiny demo judge; use ``"PKU-ONELab/CE-RM-4B"`` for real judging.
         backend: registry name used when ``model`` is a string ("hf" by default).
-        config: decoding, budgets, test-time scaling; see :class:`JudgeConfig`.
+        config: decoding, budgets, test-time scaling, score readouts; see :class:`JudgeConfig`.
+        cache: a :class:`~cerm.CriteriaCache` for the criteria turn (e.g. :class:`~cerm.MemoryCriteriaCache`), or a
+            file path for an :class:`~cerm.SQLiteCriteriaCache`. None (default): no caching. Re-runs then reuse
+            the criteria of each (query, sample index) under the same model, prompt version and criteria sampling
+            settings; see :mod:`cerm._cache` for when not to cache.
         **backend_kwargs: passed to the backend's constructor when ``model`` is a string.
     """
 
@@ -132,8 +157,11 @@ class Judge:
         *,
         backend: str = "hf",
         config: JudgeConfig | None = None,
+        cache: CriteriaCache | str | os.PathLike[str] | None = None,
         **backend_kwargs: Any,
     ) -> None:
+        if cache is not None and not isinstance(cache, (CriteriaCache, str, os.PathLike)):
+            raise TypeError(f"cache must be a CriteriaCache or a file path, got {type(cache).__name__}")
         if isinstance(model, Backend):
             if backend_kwargs:
                 raise TypeError("backend keyword arguments only apply when the model is given by name")
@@ -143,15 +171,21 @@ class Judge:
             self._backend = create_backend(backend, model, **backend_kwargs)
             self._owns_backend = True
         self.config = config or JudgeConfig()
+        self._owns_cache = cache is not None and not isinstance(cache, CriteriaCache)
+        self.cache: CriteriaCache | None = (
+            cache if isinstance(cache, CriteriaCache) or cache is None else SQLiteCriteriaCache(cache)
+        )
 
     @property
     def backend(self) -> Backend:
         return self._backend
 
     def close(self) -> None:
-        """Release the backend if this Judge created it."""
+        """Release the backend (and the criteria cache) if this Judge created it."""
         if self._owns_backend:
             self._backend.close()
+        if self._owns_cache and self.cache is not None:
+            self.cache.close()
 
     def __enter__(self) -> Judge:
         return self
@@ -252,7 +286,12 @@ class Judge:
     def _criteria_plan(self, query: str) -> _Plan[Criteria]:
         _validate_query(query)
         params = dataclasses.replace(self.config.criteria_sampling(), n=1)
+        if self.cache is not None:
+            hit = self.cache.get(self._cache_key(query, 0, params))
+            if hit is not None:
+                return self._criteria_sample(hit, cached=True).criteria
         completion = (yield _Request([criteria_conversation(query)], params))[0][0]
+        self._cache_put(query, 0, params, completion)
         return self._criteria_sample(completion).criteria
 
     def _evaluate_plan(self, query: str, criteria: Criteria | str, response: str) -> _Plan[Evaluation]:
@@ -291,14 +330,33 @@ class Judge:
             )
 
         cfg = self.config
+        self._check_readout_support()
         crit_params, eval_params = cfg.criteria_sampling(), cfg.evaluation_sampling()
 
-        # Stage 1: one criteria request per distinct query, k samples each under test-time scaling.
+        # Stage 1: one criteria request per distinct query, k samples each under test-time scaling. Queries whose
+        # k samples are all in the criteria cache skip the request; on a partial hit (k grew) the cached samples are
+        # kept and only the missing indices are filled from the fresh generation.
         queries = list(dict.fromkeys(q for q, _ in checked))
-        crit_out = yield _Request([criteria_conversation(q) for q in queries], crit_params)
         samples: dict[str, list[_CriteriaSample]] = {}
-        for query, completions in zip(queries, crit_out, strict=True):
-            samples[query] = [self._criteria_sample(c) for c in completions]
+        hits: dict[str, list[Completion | None]] = {}
+        if self.cache is not None:
+            for query in queries:
+                hits[query] = [self.cache.get(self._cache_key(query, i, crit_params)) for i in range(crit_params.n)]
+                found = hits[query]
+                if all(c is not None for c in found):
+                    samples[query] = [self._criteria_sample(c, cached=True) for c in found if c is not None]
+        missing = [q for q in queries if q not in samples]
+        crit_out = (yield _Request([criteria_conversation(q) for q in missing], crit_params)) if missing else []
+        for query, completions in zip(missing, crit_out, strict=True):
+            found = hits.get(query) or [None] * len(completions)
+            row_samples = []
+            for i, (fresh, old) in enumerate(zip(completions, found, strict=True)):
+                if old is not None:
+                    row_samples.append(self._criteria_sample(old, cached=True))
+                else:
+                    self._cache_put(query, i, crit_params, fresh)
+                    row_samples.append(self._criteria_sample(fresh))
+            samples[query] = row_samples
 
         # Stage 2: every (response, criteria sample) evaluation of every query in one request. Under greedy
         # decoding identical conversations give identical text, so duplicates (common in RL groups) run once.
@@ -323,19 +381,21 @@ class Judge:
                     slots[(n, j, i)] = (index_of[key], slot.warning)
         eval_out = (yield _Request(conversations, eval_params)) if conversations else []
 
-        results: list[list[Judgment]] = []
+        pending_rows: list[list[_Pending | Judgment]] = []
         for n, (query, responses) in enumerate(checked):
             crit_samples = samples[query]
-            crit_usage = _usage([s.completion for s in crit_samples])
-            row = []
+            crit_usage = _usage([s.completion for s in crit_samples if not s.cached])
+            crit_cached = all(s.cached for s in crit_samples)
+            row: list[_Pending | Judgment] = []
             for j, response in enumerate(responses):
                 if not response.strip():
-                    row.append(self._unscorable(j, _EMPTY_REASON, crit_usage))
+                    row.append(self._unscorable(j, _EMPTY_REASON, crit_usage, crit_cached))
                     continue
                 if problem := _unicode_problem(response):
-                    row.append(self._unscorable(j, f"the response is {problem}", crit_usage))
+                    row.append(self._unscorable(j, f"the response is {problem}", crit_usage, crit_cached))
                     continue
                 chains: list[Chain] = []
+                chain_conversations: list[Conversation | None] = []
                 warnings: list[str] = []
                 eval_completions: list[Completion] = []
                 for i, sample in enumerate(crit_samples):
@@ -345,28 +405,172 @@ class Judge:
                         warnings.append(f"criteria {i + 1}: generation stopped at criteria_max_new_tokens")
                     if sample.failure is not None:
                         chains.append(Chain(sample.criteria, None, None, sample.failure))
+                        chain_conversations.append(None)
                         continue
                     slot_info = slots[(n, j, i)]
                     if isinstance(slot_info, str):
                         chains.append(Chain(sample.criteria, None, None, slot_info))
+                        chain_conversations.append(None)
                         continue
                     position, warning = slot_info
                     if warning:
                         warnings.append(warning)
                     for completion in eval_out[position]:
                         eval_completions.append(completion)
-                        chains.append(self._chain(sample.criteria, completion))
-                row.append(self._assemble(j, chains, warnings, crit_usage, _usage(eval_completions)))
-            results.append(row)
+                        chains.append(self._read_expected(self._chain(sample.criteria, completion), completion))
+                        chain_conversations.append(conversations[position])
+                row.append(_Pending(chains, chain_conversations, warnings, eval_completions, crit_usage, crit_cached))
+            pending_rows.append(row)
+
+        # Optional stage 3: the forced readout of every chain the judge left without a score, in one request.
+        if cfg.forced_readout:
+            targets: list[tuple[_Pending, int]] = []
+            readout_conversations: list[Conversation] = []
+            for pending_row in pending_rows:
+                for pending in pending_row:
+                    if not isinstance(pending, _Pending):
+                        continue
+                    for c, (chain, conversation) in enumerate(zip(pending.chains, pending.conversations, strict=True)):
+                        if chain.score is None and chain.evaluation is not None and conversation is not None:
+                            targets.append((pending, c))
+                            readout_conversations.append(
+                                forced_readout_conversation(conversation, chain.evaluation.text)
+                            )
+            if targets:
+                readout_out = yield _Request(readout_conversations, self._readout_params())
+                for (pending, c), outputs in zip(targets, readout_out, strict=True):
+                    pending.completions.append(outputs[0])
+                    pending.chains[c] = self._read_forced(pending.chains[c], outputs[0])
+                    if pending.chains[c].score is not None:
+                        pending.warnings.append(
+                            f"chain {c + 1}: score read by forced readout ({pending.chains[c].score_source}): "
+                            f"the evaluation did not close the format ({pending.chains[c].reason or 'no score'})"
+                        )
+
+        results: list[list[Judgment]] = []
+        for pending_row in pending_rows:
+            row_out: list[Judgment] = []
+            for j, pending in enumerate(pending_row):
+                if isinstance(pending, Judgment):
+                    row_out.append(pending)
+                    continue
+                # A forced-scored chain keeps its parse problem in the evaluation, not as the chain's reason.
+                chains_done = [
+                    dataclasses.replace(ch, reason=None) if ch.score is not None and ch.reason else ch
+                    for ch in pending.chains
+                ]
+                row_out.append(
+                    self._assemble(
+                        j,
+                        chains_done,
+                        pending.warnings,
+                        pending.crit_usage,
+                        _usage(pending.completions),
+                        pending.crit_cached,
+                    )
+                )
+            results.append(row_out)
         return results
 
     # -- helpers -----------------------------------------------------------------------------------------------------
     @staticmethod
-    def _criteria_sample(completion: Completion) -> _CriteriaSample:
+    def _criteria_sample(completion: Completion, *, cached: bool = False) -> _CriteriaSample:
         if completion.finish_reason == "error":
             reason = f"criteria generation failed: {completion.error}"
             return _CriteriaSample(Criteria(text="", items=(), problem=reason), completion, reason)
-        return _CriteriaSample(parse_criteria(completion.text), completion, None)
+        return _CriteriaSample(parse_criteria(completion.text), completion, None, cached)
+
+    def _cache_key(self, query: str, sample_index: int, params: SamplingParams) -> CriteriaCacheKey:
+        return CriteriaCacheKey.for_sample(
+            model=self._backend.model_id,
+            backend=self._backend.name,
+            prompt_version=PROMPT_VERSION,
+            params=params,
+            query=query,
+            sample_index=sample_index,
+        )
+
+    def _cache_put(self, query: str, sample_index: int, params: SamplingParams, completion: Completion) -> None:
+        # Only successful generations: a failure must be retried on the next run, never replayed.
+        if self.cache is not None and completion.finish_reason != "error":
+            self.cache.put(self._cache_key(query, sample_index, params), completion)
+
+    # -- score readouts ------------------------------------------------------------------------------------------------
+    def _check_readout_support(self) -> None:
+        cfg, backend = self.config, self._backend
+        if cfg.score_readout == "expected" and not backend.supports_logprobs:
+            raise ConfigurationError(
+                f"score_readout='expected' needs token log-probabilities, which the {backend.name!r} backend does "
+                "not return; use score_readout='parsed'"
+            )
+        if cfg.forced_readout and not backend.supports_prefill:
+            raise ConfigurationError(
+                f"forced_readout=True needs a backend that continues a partial assistant message (prefill); the "
+                f"{backend.name!r} backend does not"
+            )
+
+    def _readout_params(self) -> SamplingParams:
+        params = self.config.readout_sampling()
+        if not self._backend.supports_logprobs:
+            params = dataclasses.replace(params, top_logprobs=None)
+        return params
+
+    def _read_expected(self, chain: Chain, completion: Completion) -> Chain:
+        """Parsed chains get their source recorded; in expected mode, the expectation replaces the parsed value when
+        the log-probabilities support it."""
+        if chain.score is None:
+            return chain
+        parsed = dataclasses.replace(chain, score_source="parsed")
+        if self.config.score_readout != "expected":
+            return parsed
+        readout: ScoreReadout | None = None
+        if completion.logprobs is None:
+            note = "the backend returned no log-probabilities"
+        else:
+            readout = read_boxed_score(completion.logprobs, method="expected", min_mass=self.config.readout_min_mass)
+            if readout is None:
+                note = "no \\boxed{ found in the generated tokens"
+            elif readout.greedy != chain.score:
+                note = f"the tokens at the last box read {readout.greedy}, not the parsed {chain.score:g}"
+            elif not readout.trusted:
+                note = readout.problem or "the readout is not trusted"
+            else:
+                return dataclasses.replace(chain, score=readout.expected, score_source="expected", readout=readout)
+        return self._with_warning(
+            dataclasses.replace(parsed, readout=readout), f"expected score unavailable, parsed score kept: {note}"
+        )
+
+    def _read_forced(self, chain: Chain, completion: Completion) -> Chain:
+        """A chain without a score, continued after the overall-score prefix: the score is read from what follows."""
+        reason = chain.reason or "no score"
+        if completion.finish_reason == "error":
+            return dataclasses.replace(chain, reason=f"{reason}; forced readout failed: {completion.error}")
+        min_mass = self.config.readout_min_mass
+        readout = (
+            score_distribution(completion.logprobs, method="forced", min_mass=min_mass)
+            if completion.logprobs is not None
+            else None
+        )
+        if self.config.score_readout == "expected":
+            if readout is None:
+                return dataclasses.replace(chain, reason=f"{reason}; forced readout: no log-probabilities returned")
+            if readout.expected is None:
+                problem = f"{reason}; forced readout: {readout.problem}"
+                return dataclasses.replace(chain, reason=problem, readout=readout)
+            return dataclasses.replace(chain, score=readout.expected, score_source="forced_expected", readout=readout)
+        value = closed_score(completion.text)
+        if value is None:
+            written = completion.text.strip()[:40]
+            problem = f"{reason}; forced readout: the continuation {written!r} is not a 0-10 score"
+            return dataclasses.replace(chain, reason=problem, readout=readout)
+        return dataclasses.replace(chain, score=value, score_source="forced_parsed", readout=readout)
+
+    @staticmethod
+    def _with_warning(chain: Chain, warning: str) -> Chain:
+        if chain.evaluation is None:
+            return chain
+        evaluation = dataclasses.replace(chain.evaluation, warnings=(*chain.evaluation.warnings, warning))
+        return dataclasses.replace(chain, evaluation=evaluation)
 
     def _chain(self, criteria: Criteria, completion: Completion) -> Chain:
         if completion.finish_reason == "error":
@@ -425,7 +629,7 @@ class Judge:
                 high = mid - 1
         return text[:low]
 
-    def _provenance(self, crit_usage: Usage, eval_usage: Usage) -> Provenance:
+    def _provenance(self, crit_usage: Usage, eval_usage: Usage, crit_cached: bool = False) -> Provenance:
         cfg = self.config
         return Provenance(
             model=self._backend.model_id,
@@ -437,19 +641,29 @@ class Judge:
             k=cfg.k,
             criteria_usage=crit_usage,
             evaluation_usage=eval_usage,
+            criteria_cached=crit_cached,
+            score_readout=cfg.score_readout,
+            forced_readout=cfg.forced_readout,
         )
 
-    def _unscorable(self, index: int, reason: str, crit_usage: Usage) -> Judgment:
-        return Judgment(index, Status.UNSCORABLE, None, reason, (), self._provenance(crit_usage, Usage()))
+    def _unscorable(self, index: int, reason: str, crit_usage: Usage, crit_cached: bool = False) -> Judgment:
+        provenance = self._provenance(crit_usage, Usage(), crit_cached)
+        return Judgment(index, Status.UNSCORABLE, None, reason, (), provenance)
 
     def _assemble(
-        self, index: int, chains: list[Chain], warnings: list[str], crit_usage: Usage, eval_usage: Usage
+        self,
+        index: int,
+        chains: list[Chain],
+        warnings: list[str],
+        crit_usage: Usage,
+        eval_usage: Usage,
+        crit_cached: bool = False,
     ) -> Judgment:
         for chain in chains:
             if chain.evaluation is not None:
                 warnings.extend(chain.evaluation.warnings)
         scores = [c.score for c in chains if c.score is not None]
-        provenance = self._provenance(crit_usage, eval_usage)
+        provenance = self._provenance(crit_usage, eval_usage, crit_cached)
         unique_warnings = tuple(dict.fromkeys(warnings))
         if not scores:
             reasons = list(dict.fromkeys(c.reason for c in chains if c.reason))

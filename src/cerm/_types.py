@@ -11,7 +11,16 @@ import enum
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+#: How a chain's overall score was read (recorded in every :class:`Chain` and summarised in :class:`Judgment`):
+#:
+#: * ``"parsed"``: the last ``\boxed{}`` value the judge wrote (the protocol's own reward);
+#: * ``"expected"``: the expectation over the score tokens' probabilities at that last ``\boxed{``;
+#: * ``"forced_parsed"`` / ``"forced_expected"``: the judge did not close the format, so cerm appended an explicit
+#:   overall-score prefix ending in ``\boxed{`` and read the value the model wrote next / the expectation over its
+#:   next-token distribution. Forced scores are never the model's own verdict in the protocol's sense.
+ScoreSource = Literal["parsed", "expected", "forced_parsed", "forced_expected"]
 
 
 class Status(str, enum.Enum):
@@ -82,6 +91,37 @@ class Evaluation:
 
 
 @dataclass(frozen=True)
+class ScoreReadout:
+    """A score distribution read from token log-probabilities at a ``\\boxed{`` (see :mod:`cerm.protocol`).
+
+    ``distribution`` holds (score, probability) pairs, probabilities renormalised over ``mass``: the share of the
+    model's probability (within the top-k alternatives the backend returned) that spells a valid 0-10 score.
+    ``assumed_mass`` is the part of ``mass`` that rests on the closure assumption (an alternative first token such
+    as ``"7"`` off the generated path is taken to end the number; its continuation was never observed).
+    ``unresolved_mass`` is probability on prefixes that could still become several scores (``"1"`` may be 1, 1.5 or
+    10) and was left out rather than guessed. ``expected`` is None when ``trusted`` is False (``mass`` below the
+    configured minimum), with ``problem`` saying so. ``greedy`` is the value written along the generated path.
+    """
+
+    method: Literal["expected", "forced"]
+    distribution: tuple[tuple[float, float], ...]
+    mass: float
+    assumed_mass: float
+    unresolved_mass: float
+    expected: float | None
+    greedy: float | None
+    trusted: bool
+    problem: str | None = None
+
+    @property
+    def mode(self) -> float | None:
+        """The most probable score (earliest of equals), or None for an empty distribution."""
+        if not self.distribution:
+            return None
+        return max(self.distribution, key=lambda vp: vp[1])[0]
+
+
+@dataclass(frozen=True)
 class Usage:
     """Token counts of one or more generations."""
 
@@ -109,6 +149,12 @@ class Provenance:
     k: int
     criteria_usage: Usage
     evaluation_usage: Usage
+    #: True when every criteria set of this judgment came from the criteria cache (no criteria generation ran; the
+    #: criteria usage is then zero).
+    criteria_cached: bool = False
+    #: ``JudgeConfig.score_readout`` and ``JudgeConfig.forced_readout`` in force for this judgment.
+    score_readout: str = "parsed"
+    forced_readout: bool = False
 
 
 @dataclass(frozen=True)
@@ -119,6 +165,10 @@ class Chain:
     evaluation: Evaluation | None
     score: float | None
     reason: str | None = None
+    #: How ``score`` was read; None when the chain has no score.
+    score_source: ScoreSource | None = None
+    #: The log-probability readout behind an expected or forced score (also kept when it was not trusted).
+    readout: ScoreReadout | None = None
 
 
 @dataclass(frozen=True)
@@ -151,6 +201,19 @@ class Judgment:
     def evaluation(self) -> Evaluation | None:
         """The evaluation of the first chain (the only one when k = 1)."""
         return self.chains[0].evaluation if self.chains else None
+
+    @property
+    def score_source(self) -> str | None:
+        """How the score was read (a :data:`ScoreSource`), ``"mixed"`` when scored chains differ, None if unscored."""
+        sources = list(dict.fromkeys(c.score_source for c in self.chains if c.score is not None))
+        if self.score is None or not sources:
+            return None
+        return sources[0] if len(sources) == 1 else "mixed"
+
+    @property
+    def forced(self) -> bool:
+        """True when any chain's score came from a forced readout rather than the judge's own boxed score."""
+        return any(c.score is not None and (c.score_source or "").startswith("forced") for c in self.chains)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready view (used by the CLI's JSONL output)."""

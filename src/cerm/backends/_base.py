@@ -102,6 +102,13 @@ class Backend(abc.ABC):
     def supports_logprobs(self) -> bool:
         return False
 
+    @property
+    def supports_prefill(self) -> bool:
+        """Whether a conversation whose last message is from the assistant is *continued* (the partial assistant
+        message is a prefix of the completion) rather than answered with a new turn. Backends without it must not be
+        sent such conversations; cerm only does so for the opt-in forced score readout."""
+        return False
+
     def count_tokens(self, text: str) -> int | None:
         """Tokens in ``text`` under this model's tokenizer, or None when the backend cannot tell."""
         return None
@@ -112,7 +119,10 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def generate(self, conversations: Sequence[Conversation], params: SamplingParams) -> list[list[Completion]]:
-        """Generate ``params.n`` completions for each conversation; result ``i`` belongs to conversation ``i``."""
+        """Generate ``params.n`` completions for each conversation; result ``i`` belongs to conversation ``i``.
+
+        With :attr:`supports_prefill`, a conversation ending in an assistant message is continued: the completion's
+        text is only what follows that message's content."""
 
     async def agenerate(self, conversations: Sequence[Conversation], params: SamplingParams) -> list[list[Completion]]:
         return await asyncio.to_thread(self.generate, conversations, params)

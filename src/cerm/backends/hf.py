@@ -190,6 +190,10 @@ class HFBackend(Backend):
     def supports_logprobs(self) -> bool:
         return True
 
+    @property
+    def supports_prefill(self) -> bool:
+        return True
+
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), **self._settings}
 
@@ -197,7 +201,18 @@ class HFBackend(Backend):
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def render(self, conversation: Conversation) -> str:
-        """The exact prompt string the model sees: the chat template with the generation prompt appended."""
+        """The exact prompt string the model sees: the chat template with the generation prompt appended, or, when
+        the last message is from the assistant (prefill), the template up to the end of that message's content so
+        the model continues it."""
+        if conversation and conversation[-1]["role"] == "assistant":
+            rendered = self.tokenizer.apply_chat_template(
+                list(conversation),
+                tokenize=False,
+                add_generation_prompt=False,
+                continue_final_message=True,
+                **self._template_kwargs,
+            )
+            return str(rendered)
         rendered = self.tokenizer.apply_chat_template(
             list(conversation), tokenize=False, add_generation_prompt=True, **self._template_kwargs
         )

@@ -19,15 +19,27 @@ class MockBackend(Backend):
     """Answers each conversation with ``responder(conversation, params, sample_index)``.
 
     The responder returns either the completion text or a full :class:`Completion` (to inject errors or
-    ``finish_reason="length"``). Every call is recorded in ``calls`` so tests can count backend round trips.
+    ``finish_reason="length"``, or to supply log-probabilities). Every call is recorded in ``calls`` so tests can
+    count backend round trips. A conversation ending in an assistant message (prefill) is passed to the responder as
+    is; its answer is the continuation. ``supports_logprobs`` / ``supports_prefill`` set what the mock advertises.
     """
 
     name = "mock"
 
-    def __init__(self, responder: Responder, *, model_id: str = "mock-judge", context_length: int | None = None):
+    def __init__(
+        self,
+        responder: Responder,
+        *,
+        model_id: str = "mock-judge",
+        context_length: int | None = None,
+        supports_logprobs: bool = False,
+        supports_prefill: bool = True,
+    ):
         self._responder = responder
         self._model_id = model_id
         self._context_length = context_length
+        self._supports_logprobs = supports_logprobs
+        self._supports_prefill = supports_prefill
         self._lock = threading.Lock()
         self.calls: list[tuple[list[Conversation], SamplingParams]] = []
 
@@ -38,6 +50,14 @@ class MockBackend(Backend):
     @property
     def context_length(self) -> int | None:
         return self._context_length
+
+    @property
+    def supports_logprobs(self) -> bool:
+        return self._supports_logprobs
+
+    @property
+    def supports_prefill(self) -> bool:
+        return self._supports_prefill
 
     def count_tokens(self, text: str) -> int | None:
         # One token per whitespace-separated word: crude, deterministic, enough for truncation tests.

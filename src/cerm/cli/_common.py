@@ -53,6 +53,21 @@ def add_judge_options(parser: argparse.ArgumentParser) -> None:
         default="truncate",
         help="what to do with responses longer than the model context",
     )
+    group.add_argument(
+        "--score-readout",
+        choices=["parsed", "expected"],
+        default="parsed",
+        help="'expected': the expected score from the score tokens' probabilities (fewer ties; needs logprobs)",
+    )
+    group.add_argument(
+        "--forced-readout",
+        action="store_true",
+        help="read a score after an explicit overall-score prefix where the judge did not close the format "
+        "(marked as forced in the output)",
+    )
+    group.add_argument(
+        "--criteria-cache", metavar="FILE", default=None, help="SQLite criteria cache file (reused across runs)"
+    )
 
 
 def _parse_backend_args(pairs: Sequence[str]) -> dict[str, Any]:
@@ -80,12 +95,15 @@ def config_from_args(args: argparse.Namespace) -> JudgeConfig:
         scaling=args.scaling,
         seed=args.seed,
         overlong=args.overlong,
+        score_readout=getattr(args, "score_readout", "parsed"),
+        forced_readout=getattr(args, "forced_readout", False),
     )
 
 
 def judge_from_args(args: argparse.Namespace) -> Judge:
     config = config_from_args(args)  # validate settings before the (slow) model load
-    return Judge(args.model, backend=args.backend, config=config, **_parse_backend_args(args.backend_arg))
+    cache = getattr(args, "criteria_cache", None)
+    return Judge(args.model, backend=args.backend, config=config, cache=cache, **_parse_backend_args(args.backend_arg))
 
 
 def check_text(value: str, where: str) -> None:
@@ -186,6 +204,8 @@ def judgment_record(judgment: Judgment, full: bool) -> dict[str, Any]:
     }
     if judgment.spread is not None and len(judgment.chains) > 1:
         record["spread"] = judgment.spread
+    if judgment.score_source not in (None, "parsed"):
+        record["score_source"] = judgment.score_source  # expected or forced readouts are always labelled
     if judgment.warnings:
         record["warnings"] = list(judgment.warnings)
     if full:

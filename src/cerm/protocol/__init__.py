@@ -1,4 +1,5 @@
-"""The CE-RM protocol, pure Python: prompt templates, conversation assembly and parsers.
+"""The CE-RM protocol, pure Python: prompt templates, conversation assembly, parsers and the
+score readout from token log-probabilities.
 
 No torch, no network, no I/O. Anything that must agree between inference and training lives here once.
 """
@@ -27,24 +28,40 @@ from cerm.protocol._prompts import (
     render_criteria_prompt,
     render_evaluation_prompt,
 )
+from cerm.protocol._readout import (
+    DEFAULT_MIN_MASS,
+    FORCED_READOUT_SUFFIX,
+    TokenAlternatives,
+    closed_score,
+    forced_readout_conversation,
+    read_boxed_score,
+    score_distribution,
+)
 
 __all__ = [
     "CRITERIA_PROMPT",
     "CRITERION_RANGE",
+    "DEFAULT_MIN_MASS",
     "END_OF_CRITERIA",
     "EVALUATION_PROMPT",
+    "FORCED_READOUT_SUFFIX",
     "OVERALL_RANGE",
     "PROMPT_VERSION",
     "START_OF_CRITERIA",
     "Conversation",
     "Message",
+    "TokenAlternatives",
     "boxed_values",
+    "closed_score",
     "criteria_conversation",
     "evaluation_conversation",
+    "forced_readout_conversation",
     "parse_criteria",
     "parse_evaluation",
     "parse_number",
     "parse_overall_score",
+    "read_boxed_score",
     "render_criteria_prompt",
     "render_evaluation_prompt",
+    "score_distribution",
 ]
