@@ -11,6 +11,7 @@ from cerm.backends._base import Backend
 _BACKENDS: dict[str, str] = {
     "hf": "cerm.backends.hf:HFBackend",
     "mock": "cerm.backends.mock:MockBackend",
+    "vllm": "cerm.backends.vllm:VLLMBackend",
 }
 
 
