@@ -225,8 +225,16 @@ def test_judge_on_vllm_agrees_with_hf(backend: VLLMBackend) -> None:
         ("Translate 'thank you' into Spanish.", ["Gracias.", "Merci.", "Danke."]),
     ]
     on_vllm = Judge(backend, config=config).judge_batch(items)
-    with HFBackend("demo") as hf:  # fp32 on CPU (hf's fastest there); vLLM runs the same weights in bf16
-        on_hf = Judge(hf, config=config).judge_batch(items)
+    import torch
+
+    threads = torch.get_num_threads()
+    # One thread, as vLLM's CPU engine uses: two OpenMP threads crawl on a shared two-core machine (10x slower seen).
+    torch.set_num_threads(1)
+    try:
+        with HFBackend("demo") as hf:  # fp32 on CPU (hf's fastest there); vLLM runs the same weights in bf16
+            on_hf = Judge(hf, config=config).judge_batch(items)
+    finally:
+        torch.set_num_threads(threads)
 
     pairs = [(a, b) for ra, rb in zip(on_vllm, on_hf, strict=True) for a, b in zip(ra, rb, strict=True)]
     same_outcome = sum(a.status == b.status and a.score == b.score for a, b in pairs) / len(pairs)
