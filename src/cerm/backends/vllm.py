@@ -346,7 +346,7 @@ class VLLMBackend(Backend):
         return self.count_tokens(self.render(conversation))
 
     def generate(self, conversations: Sequence[Conversation], params: SamplingParams) -> list[list[Completion]]:
-        llm = self._live_llm()
+        self._live_llm()  # a closed backend refuses before any work
         results: list[list[Completion] | None] = [None] * len(conversations)
         batch: list[int] = []  # indices of the conversations sent to the engine
         for i, conv in enumerate(conversations):
@@ -364,6 +364,7 @@ class VLLMBackend(Backend):
                 batch.append(i)
         if batch:
             with self._engine.lock:
+                llm = self._live_llm()  # again under the lock: close_engines() may have run while we waited
                 outputs = self._run(llm, [conversations[i] for i in batch], [self._sampling(params, i) for i in batch])
             for i, row in zip(batch, outputs, strict=True):
                 # Greedy samples are identical: one generation stands for all n (as hf's n greedy copies would).
