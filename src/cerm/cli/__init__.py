@@ -31,6 +31,7 @@ EXIT_UNSCORABLE = 4
 _COMMANDS = (
     "cerm.cli._score",
     "cerm.cli._rerank",
+    "cerm.cli._eval",
 )
 
 
