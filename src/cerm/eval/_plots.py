@@ -59,7 +59,11 @@ def write_plots(records: Sequence[Record], metrics: Mapping[str, Any], out_dir: 
     curve: Sequence[m.BestOfNPoint] = metrics["best_of_n_curve"]
     fig, ax = plt.subplots(figsize=(5.6, 3.8))
     xs = [p.n_candidates for p in curve]
-    ax.plot(xs, [100 * (p.accuracy or 0.0) for p in curve], marker="o", label="judge")
+    known = [p for p in curve if p.accuracy is not None]  # a point nothing counted towards is not drawn as 0
+    ax.plot([p.n_candidates for p in known], [100 * (p.accuracy or 0.0) for p in known], marker="o", label="judge")
+    for p in known:
+        ax.annotate(f"{p.items} items", (p.n_candidates, 100 * (p.accuracy or 0.0)), fontsize=7, xytext=(4, 4),
+                    textcoords="offset points")  # fmt: skip
     ax.plot(xs, [100 * p.baseline for p in curve], linestyle="--", color="grey", label="random (1/N)")
     ax.set_xticks(xs)
     ax.set_ylim(0, 100)

@@ -86,8 +86,8 @@ def _record(item: EvalItem, judgments: Sequence[Judgment], full: bool) -> dict[s
         if full:
             cand["evaluation"] = judgment.evaluation.text if judgment.evaluation else None
         candidates.append(cand)
-    first = judgments[0] if judgments else None
-    criteria = first.criteria if first is not None else None
+    # Every candidate shares the item's criteria; an empty response has no chain, so take the first that has one.
+    criteria = next((j.criteria for j in judgments if j.criteria is not None), None)
     record: dict[str, Any] = {
         "id": item.id,
         "source": item.source,
