@@ -228,3 +228,19 @@ def test_a_corrupt_line_in_the_middle_is_an_error(tmp_path: Path) -> None:
     path.write_text(lines[0] + "garbage\n" + "".join(lines[1:]), encoding="utf-8")
     with pytest.raises(DataError, match=r"results\.jsonl:2: malformed result line"):
         evaluate(judge, load_items(ROWS), tmp_path, progress=False, plots=False)
+
+
+def test_cli_report_only_and_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from cerm.cli import main
+
+    judge, _ = mock_judge()
+    evaluate(judge, load_items(ROWS), tmp_path / "run", progress=False, plots=False)
+    assert main(["eval", "--out", str(tmp_path / "run"), "--report-only", "--tie-policy", "wrong", "--no-plots"]) == 0
+    report = (tmp_path / "run" / "report.md").read_text(encoding="utf-8")
+    assert "| pairwise accuracy (ties: wrong, unscorable: tie) | 57.1% |" in report  # (4 wins) / 7 pairs
+    # Bad input fails fast with exit code 2 and a message naming the problem, before any model is loaded.
+    assert main(["eval", "--data", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "x")]) == 2
+    assert "no data file" in capsys.readouterr().err
+    assert main(["eval", "--out", str(tmp_path / "empty"), "--report-only"]) == 2
+    assert "not a cerm eval output folder" in capsys.readouterr().err
+    assert main(["eval", "--out", str(tmp_path / "x")]) == 2
