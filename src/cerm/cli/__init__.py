@@ -32,6 +32,7 @@ _COMMANDS = (
     "cerm.cli._score",
     "cerm.cli._rerank",
     "cerm.cli._serve",
+    "cerm.cli._eval",
 )
 
 
