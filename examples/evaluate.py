@@ -9,8 +9,8 @@ Rerun with the same OUT_DIR and it resumes instead of judging again. Set CERM_MO
 # ci: llmbar 1 8 {tmp}/eval
 # ci-requires: matplotlib
 # ci-expect: items: 1 (resumed 0), pairs: 1
-# ci-expect: pairwise accuracy: 
-# ci-expect: unscorable judgments: 
+# ci-expect: pairwise accuracy:
+# ci-expect: unscorable judgments:
 
 from __future__ import annotations
 
