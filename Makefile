@@ -1,5 +1,6 @@
 # The three commands of a fresh machine: `make install`, `make demo`, `make test`.
 # .ci/run runs `make install` and `make test` with CI=true (a representative subset: -m "not slow").
+# `make test` ends with `make test-vllm`, which builds vLLM's own venv on first use.
 
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -23,7 +24,7 @@ install:
 demo:
 	$(VENV)/bin/cerm score --query "What is the capital of France?" \
 	  --response "Paris is the capital of France." --response "The capital of France is Berlin." \
-	  --max-new-tokens 96
+	  --max-new-tokens 96 --forced-readout --score-readout expected
 
 lint:
 	$(VENV)/bin/ruff check src tests examples benchmarks
@@ -32,6 +33,7 @@ lint:
 
 test: lint
 	$(PY) -m pytest $(PYTEST_MARKERS)
+	$(MAKE) test-vllm
 
 # vLLM lives in its own venv: its CPU build pins torch==2.13.0+cpu and transformers<5.20, which the main venv must not
 # get. `make test-vllm` runs the vLLM tests and the vLLM example there, on the embedded model (bf16, enforce_eager,
