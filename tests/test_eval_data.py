@@ -220,6 +220,24 @@ def test_a_different_run_in_the_same_folder_is_refused(tmp_path: Path) -> None:
     assert len(read_results(tmp_path / "results.jsonl")) == 2 == len(fresh.records)
 
 
+def test_a_run_recorded_before_a_new_config_field_still_resumes(tmp_path: Path) -> None:
+    # run.json written by an older cerm lacks config fields added since (with defaults): the run is the same run.
+    items = load_items(ROWS)
+    judge, backend = mock_judge()
+    evaluate(judge, items, tmp_path, batch_size=2, progress=False, plots=False)
+    manifest = json.loads((tmp_path / "run.json").read_text(encoding="utf-8"))
+    del manifest["judge"]["config"]["forced_readout"]
+    (tmp_path / "run.json").write_text(json.dumps(manifest), encoding="utf-8")
+    calls = len(backend.calls)
+    run = evaluate(judge, items, tmp_path, batch_size=2, progress=False, plots=False)
+    assert (len(backend.calls), run.resumed_items) == (calls, 5)
+    # A setting that really differs still refuses the folder.
+    other, _ = mock_judge()
+    other.config = other.config.with_(evaluation_max_new_tokens=7)
+    with pytest.raises(ValueError, match="differs in: judge"):
+        evaluate(other, items, tmp_path, batch_size=2, progress=False, plots=False)
+
+
 def test_a_corrupt_line_in_the_middle_is_an_error(tmp_path: Path) -> None:
     judge, _ = mock_judge()
     evaluate(judge, load_items(ROWS), tmp_path, progress=False, plots=False)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cerm._config import JudgeConfig
 from cerm._errors import ConfigurationError
 from cerm._judge import Judge
 from cerm._types import Judgment
@@ -68,6 +69,16 @@ def _judge_settings(judge: Judge) -> dict[str, Any]:
         "backend": judge.backend.name,
         "config": dataclasses.asdict(judge.config),
     }
+
+
+def _comparable_judge(settings: Any) -> Any:
+    """Judge settings with default-valued config fields dropped, so that a setting added to JudgeConfig later (with a
+    behaviour-preserving default) does not make an older run look different and block its resume."""
+    if not isinstance(settings, Mapping) or not isinstance(settings.get("config"), Mapping):
+        return settings
+    defaults = {f.name: f.default for f in dataclasses.fields(JudgeConfig)}
+    config = {k: v for k, v in settings["config"].items() if k not in defaults or v != defaults[k]}
+    return {**settings, "config": config}
 
 
 def _record(item: EvalItem, judgments: Sequence[Judgment], full: bool) -> dict[str, Any]:
@@ -149,8 +160,9 @@ def _check_manifest(path: Path, manifest: Mapping[str, Any]) -> None:
         previous = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ConfigurationError(f"{path} is unreadable ({exc}); use a new output folder or fresh=True") from None
-    keys = ("data", "items", "n_items", "judge")
-    different = [k for k in keys if previous.get(k) != manifest.get(k)]
+    different = [k for k in ("data", "items", "n_items") if previous.get(k) != manifest.get(k)]
+    if _comparable_judge(previous.get("judge")) != _comparable_judge(manifest.get("judge")):
+        different.append("judge")
     if different:
         raise ConfigurationError(
             f"{path.parent} holds results of a different run (differs in: {', '.join(different)}); "
