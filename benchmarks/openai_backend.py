@@ -267,6 +267,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="runs per cell (the median is reported)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--llama-cpp", action="store_true", help="also measure llama.cpp's server tokens/s")
+    parser.add_argument("--out", default=None, help="JSON output path (default: results/openai_backend.json)")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -305,7 +306,7 @@ def main() -> None:
             f"({llama['completion_tokens']} tokens in {llama['wall_s']:.1f} s, {llama['requests']} requests)"
         )
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "openai_backend.json"
+    out = Path(args.out) if args.out else RESULTS / "openai_backend.json"
     out.write_text(
         json.dumps(
             {
