@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from cerm._config import JudgeConfig
+from cerm._jsonl import iter_json_lines
 from cerm._judge import Judge
 from cerm._types import Judgment
 from cerm.cli import InputError
@@ -131,14 +132,7 @@ def read_jsonl(path: str, list_field: str, aliases: Sequence[str] = ()) -> list[
         lines = file.read_text(encoding="utf-8").splitlines()
         name = path
     rows: list[dict[str, Any]] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{name}:{number}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{where}: malformed JSON ({exc.msg} at column {exc.colno})") from None
+    for where, row in iter_json_lines(lines, name, InputError):
         if not isinstance(row, dict):
             raise InputError(f"{where}: expected a JSON object, got {type(row).__name__}")
         for alias in aliases:

@@ -13,7 +13,6 @@ candidates, so the 3x3 style grid is judged under one criteria set, as a pointwi
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from collections.abc import Iterable, Mapping, Sequence
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from cerm._errors import ConfigurationError
+from cerm._jsonl import iter_json_lines
 
 #: Environment variable naming the folder that holds the shared benchmarks (``<dir>/<name>/all.jsonl``).
 DATA_DIR_ENV = "CERM_DATA_DIR"
@@ -151,15 +151,7 @@ def load_rows(source: str | os.PathLike[str] | Iterable[Mapping[str, Any]]) -> l
     if isinstance(source, (str, os.PathLike)):
         path = resolve_data(source)
         with path.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                where = f"{path}:{number}"
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{where}: malformed JSON ({exc.msg} at column {exc.colno})") from None
-                rows.append(_row_from_dict(obj, where))
+            rows.extend(_row_from_dict(obj, where) for where, obj in iter_json_lines(handle, str(path), DataError))
         name = str(path)
     else:
         rows = [_row_from_dict(obj, f"row {n}") for n, obj in enumerate(source)]
