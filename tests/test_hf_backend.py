@@ -12,7 +12,7 @@ import pytest
 
 from cerm import ModelNotFoundError
 from cerm.backends import Backend, SamplingParams, create_backend
-from cerm.protocol import Conversation
+from cerm.protocol import Conversation, evaluation_conversation
 
 pytestmark = pytest.mark.model
 
@@ -40,6 +40,103 @@ def test_batched_left_padding_equals_unbatched_greedy(demo_backend: Backend) -> 
     assert [c[0].completion_tokens for c in batched] == [c[0].completion_tokens for c in alone]
     assert _hf(demo_backend).tokenizer.padding_side == "left"
     assert all(c[0].text.strip() for c in batched)  # real text came out
+
+
+# A CE-RM evaluation batch: one criteria turn, several responses. Its rows share about 300 prompt tokens.
+QUERY = "Give one tip for sleeping better."
+CRITERIA_TURN = (
+    "[Start of Criteria]\n1. Helpfulness: the tip is practical and specific.\n2. Accuracy: the tip agrees with sleep "
+    "research.\n3. Clarity: the tip is short and easy to follow.\n[End of Criteria]"
+)
+EVALUATIONS: list[Conversation] = [
+    evaluation_conversation(QUERY, CRITERIA_TURN, response)
+    for response in (
+        "Keep a fixed wake-up time, even at weekends.",
+        "Drink coffee before bed.",
+        "Put your phone in another room an hour before sleep, and keep the bedroom cool and dark.",
+    )
+]
+
+
+def _spy_on_shared_prefill(hf: Any, monkeypatch: Any) -> list[int]:
+    """Record the number of prefix groups each shared-prefix prefill computed (the real method still runs)."""
+    groups: list[int] = []
+    real = hf._prefill_shared_prefixes
+
+    def spy(plan: Any) -> Any:
+        groups.append(len(plan.prefixes))
+        return real(plan)
+
+    monkeypatch.setattr(hf, "_prefill_shared_prefixes", spy)
+    return groups
+
+
+def test_shared_prefix_prefill_matches_full_prefill(demo_backend: Backend, monkeypatch: Any) -> None:
+    hf = _hf(demo_backend)
+    assert hf.describe()["share_prefix"] is True
+    groups = _spy_on_shared_prefill(hf, monkeypatch)
+    # One batch: the three evaluations share their long prefix; the two short prompts ride along as groups of one.
+    batch = [*EVALUATIONS, PROMPTS[0], PROMPTS[1]]
+    params = SamplingParams(max_new_tokens=10, top_logprobs=2)
+    shared = hf.generate(batch, params)
+    assert groups == [3]  # one prefill pass: the evaluation prefix, and each other prompt all but its last token
+
+    monkeypatch.setattr(hf, "_share_prefix", False)
+    full = hf.generate(batch, params)
+    assert groups == [3]  # the full-prefill path did not plan sharing
+    for a, b in zip(shared, full, strict=True):
+        assert a[0].text == b[0].text
+        assert (a[0].prompt_tokens, a[0].completion_tokens) == (b[0].prompt_tokens, b[0].completion_tokens)
+        assert a[0].logprobs is not None
+        assert b[0].logprobs is not None
+        assert [t.logprob for t in a[0].logprobs] == pytest.approx([t.logprob for t in b[0].logprobs], abs=1e-3)
+    assert all(row[0].text.strip() for row in shared)
+
+
+def test_shared_prefix_for_samples_of_one_prompt(demo_backend: Backend, monkeypatch: Any) -> None:
+    hf = _hf(demo_backend)
+    groups = _spy_on_shared_prefill(hf, monkeypatch)
+    params = SamplingParams(max_new_tokens=8, temperature=1.0, n=3, seed=7)
+    shared = hf.generate([EVALUATIONS[0]], params)
+    assert groups == [1]
+    monkeypatch.setattr(hf, "_share_prefix", False)
+    full = hf.generate([EVALUATIONS[0]], params)
+    # The prefix pass draws no random numbers, so the seeded samples are the same either way.
+    assert [c.text for c in shared[0]] == [c.text for c in full[0]]
+    assert len({c.text for c in shared[0]}) > 1
+
+
+def test_shared_prefix_is_off_for_sliding_window_models(tmp_path: Path) -> None:
+    import shutil
+
+    import torch
+    from transformers import MistralConfig, MistralForCausalLM
+
+    from cerm._embedded import demo_model_path
+    from cerm.backends.hf import HFBackend
+
+    # A tiny random Mistral with a sliding window: padding holes between prefix and suffix would shift its window.
+    torch.manual_seed(0)
+    config = MistralConfig(
+        vocab_size=49152,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        sliding_window=16,
+    )
+    MistralForCausalLM(config).save_pretrained(str(tmp_path))
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        shutil.copy(demo_model_path() / name, tmp_path / name)
+    backend = HFBackend(str(tmp_path), device="cpu")
+    try:
+        assert backend.describe()["share_prefix"] is False
+        out = backend.generate(EVALUATIONS[:2], SamplingParams(max_new_tokens=3))
+        assert [row[0].completion_tokens for row in out] == [3, 3]  # plain left-padded prefill still runs
+    finally:
+        backend.close()
+    assert HFBackend("demo", device="cpu", share_prefix=False).describe()["share_prefix"] is False
 
 
 def test_finish_reasons_and_token_counts(demo_backend: Backend) -> None:

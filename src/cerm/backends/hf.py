@@ -14,6 +14,7 @@ from typing import Any
 from cerm._embedded import DEMO_MODEL, demo_model_path, is_demo_model
 from cerm._errors import BackendUnavailableError, ConfigurationError, ModelNotFoundError
 from cerm.backends._base import Backend, Completion, SamplingParams, TokenLogprob
+from cerm.backends._shared_prefix import PrefixPlan, order_for_sharing, plan_shared_prefix
 from cerm.protocol import Conversation
 
 logger = logging.getLogger("cerm")
@@ -54,6 +55,9 @@ class HFBackend(Backend):
             when the template knows that variable (Qwen3), as the CE-RM protocol requires.
         trust_remote_code: off unless you ask for it.
         revision, gguf_file: passed to ``from_pretrained``.
+        share_prefix: compute a prompt prefix shared by several rows of a batch once, then only each row's suffix
+            (the N evaluation prompts of one query share about 500 tokens). On by default for models whose cache is
+            plain full attention; set False to always prefill every row in full.
     """
 
     name = "hf"
@@ -73,6 +77,7 @@ class HFBackend(Backend):
         trust_remote_code: bool = False,
         revision: str | None = None,
         gguf_file: str | None = None,
+        share_prefix: bool = True,
     ) -> None:
         if batch_size < 1:
             raise ConfigurationError(f"batch_size must be >= 1, got {batch_size}")
@@ -122,12 +127,14 @@ class HFBackend(Backend):
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self._eos_ids = self._collect_eos_ids()
+        self._share_prefix = share_prefix and self._cache_allows_prefix_sharing()
         self._settings = {
             "dtype": str(torch_dtype).replace("torch.", ""),
             "device": self._device,
             "load_in_4bit": load_in_4bit,
             "adapter": adapter,
             "batch_size": batch_size,
+            "share_prefix": self._share_prefix,
         }
 
     # -- loading helpers -------------------------------------------------------------------------------------------
@@ -164,6 +171,21 @@ class HFBackend(Backend):
             return PeftModel.from_pretrained(model, adapter)
         except (OSError, ValueError) as exc:
             raise ModelNotFoundError(f"could not load adapter {adapter!r}: {exc}") from exc
+
+    def _cache_allows_prefix_sharing(self) -> bool:
+        """Shared-prefix prefill reindexes the KV cache rows and leaves padding holes between prefix and suffix; that
+        is exact for full-attention layers only (a sliding window or a recurrent state would see the holes)."""
+        from transformers.cache_utils import DynamicCache, DynamicLayer
+
+        try:
+            layers = DynamicCache(config=self.model.config).layers
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            logger.info("shared-prefix prefill is off for %s: %s", self._model_id, exc)
+            return False
+        plain = bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
+        if not plain:
+            logger.info("shared-prefix prefill is off for %s: its cache is not plain full attention", self._model_id)
+        return plain
 
     def _collect_eos_ids(self) -> frozenset[int]:
         ids: set[int] = set()
@@ -257,8 +279,9 @@ class HFBackend(Backend):
                 continue
             jobs.extend((i, s, ids) for s in range(params.n))
 
-        # Longest first, so each batch pads little and memory trouble shows up on the first batch.
-        jobs.sort(key=lambda job: -len(job[2]))
+        # Rows that share a long prompt prefix go in the same batch; otherwise longest first, so each batch pads
+        # little and memory trouble shows up on the first batch.
+        jobs = [jobs[j] for j in order_for_sharing([ids for _, _, ids in jobs])]
         for start in range(0, len(jobs), self._batch_size):
             batch = jobs[start : start + self._batch_size]
             try:
@@ -275,9 +298,14 @@ class HFBackend(Backend):
 
     def _generate_batch(self, prompts: list[list[int]], params: SamplingParams, batch_index: int) -> list[Completion]:
         torch = self._torch
-        encoded = self.tokenizer.pad({"input_ids": prompts}, padding=True, return_tensors="pt")
-        input_ids = encoded["input_ids"].to(self.model.device)
-        attention_mask = encoded["attention_mask"].to(self.model.device)
+        plan = plan_shared_prefix(prompts) if self._share_prefix else None
+        cache = None
+        if plan is not None:
+            input_ids, attention_mask, cache = self._prefill_shared_prefixes(plan)
+        else:
+            encoded = self.tokenizer.pad({"input_ids": prompts}, padding=True, return_tensors="pt")
+            input_ids = encoded["input_ids"].to(self.model.device)
+            attention_mask = encoded["attention_mask"].to(self.model.device)
         if params.seed is not None:
             # Seeded per batch so a re-run with the same inputs and batch size reproduces the same samples.
             torch.manual_seed(params.seed + batch_index)
@@ -288,6 +316,8 @@ class HFBackend(Backend):
             "return_dict_in_generate": True,
             "output_logits": params.top_logprobs is not None,
         }
+        if cache is not None:
+            gen_kwargs["past_key_values"] = cache  # generate() then computes only the uncached suffix positions
         if params.greedy:
             gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         else:
@@ -311,6 +341,53 @@ class HFBackend(Backend):
                 )
             )
         return completions
+
+    def _prefill_shared_prefixes(self, plan: PrefixPlan) -> tuple[Any, Any, Any]:
+        """Compute each group's prefix once, copy its KV rows to the group's members, and lay out the full batch.
+
+        Row ``r`` becomes ``[pad.. prefix(g) | pad.. suffix(r)]``: both regions are left-padded to their widest
+        member, so the padding sits before the prefix and between prefix and suffix. The attention mask has holes
+        there and generate() derives position ids from the mask's running sum, so every real token keeps the
+        position it has in the unpadded prompt.
+        """
+        torch = self._torch
+        from transformers.cache_utils import DynamicCache
+
+        device = self.model.device
+        prefix_ids, prefix_mask = self._left_pad(plan.prefixes, plan.prefix_width)
+        suffix_ids, suffix_mask = self._left_pad(plan.suffixes, plan.suffix_width)
+        prefix_ids, prefix_mask = prefix_ids.to(device), prefix_mask.to(device)
+        cache = DynamicCache(config=self.model.config)
+        forward_kwargs: dict[str, Any] = {}
+        if self._supports_logits_to_keep():
+            forward_kwargs["logits_to_keep"] = 1  # only the KV is wanted; skip the vocabulary projection
+        self.model(
+            input_ids=prefix_ids,
+            attention_mask=prefix_mask,
+            position_ids=(prefix_mask.cumsum(-1) - 1).clamp(min=0),
+            past_key_values=cache,
+            use_cache=True,
+            **forward_kwargs,
+        )
+        rows = torch.tensor(plan.group_of_row, device=device)
+        cache.batch_select_indices(rows)
+        input_ids = torch.cat([prefix_ids[rows], suffix_ids.to(device)], dim=1)
+        attention_mask = torch.cat([prefix_mask[rows], suffix_mask.to(device)], dim=1)
+        return input_ids, attention_mask, cache
+
+    def _left_pad(self, sequences: Sequence[Sequence[int]], width: int) -> tuple[Any, Any]:
+        torch = self._torch
+        ids = torch.full((len(sequences), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(sequences), width), dtype=torch.long)
+        for row, sequence in enumerate(sequences):
+            if sequence:
+                ids[row, width - len(sequence) :] = torch.tensor(sequence, dtype=torch.long)
+                mask[row, width - len(sequence) :] = 1
+        return ids, mask
+
+    def _supports_logits_to_keep(self) -> bool:
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        return bool(getattr(base, "_supports_logits_to_keep", lambda: False)())
 
     def _logprobs(
         self, logits: Sequence[Any], tokens: list[list[int]], top: int | None
