@@ -1,10 +1,14 @@
 """Judge throughput on one query: batched scoring versus one evaluation call at a time.
 
 For N in {1, 4, 8} responses to one query:
-  batched     Judge.judge(query, responses): 1 criteria generation, then all N evaluations in one backend batch;
-  sequential  the same 1 + N generations, but each evaluation in its own backend call (Judge.evaluate in a loop).
-Both paths do identical work (same prompts, greedy, same token budgets); only batching differs. Each cell is the
-median of --repeats runs. Prints a table and writes JSON to benchmarks/results/judge_throughput.json.
+  sequential    1 criteria generation, then each evaluation in its own backend call (Judge.evaluate in a loop);
+  batched-full  Judge.judge(query, responses): 1 criteria generation, then all N evaluations in one backend batch,
+                every row prefilled in full (HFBackend(share_prefix=False));
+  batched       the same batch with shared-prefix prefill (the default): the ~500 prompt tokens the N evaluation
+                prompts share are computed once.
+All modes generate the same text from the same prompts (greedy, same token budgets). A lone row has nothing to share,
+so sequential is the same with either backend setting. Each cell is the median of --repeats runs. Prints a table and
+writes JSON to benchmarks/results/judge_throughput.json.
 
     python benchmarks/judge_throughput.py                       # embedded demo model, CPU
     python benchmarks/judge_throughput.py --repeats 3 --max-new-tokens 64
@@ -22,8 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from cerm import Judge, JudgeConfig
-from cerm.backends import Backend, Completion, SamplingParams
-from cerm.protocol import Conversation
+from cerm.backends import InstrumentedBackend
 
 QUERY = "Explain why the sky is blue in two or three sentences for a curious ten-year-old."
 RESPONSES = [
@@ -38,48 +41,21 @@ RESPONSES = [
 ]
 
 
-class CountingBackend(Backend):
-    """Wraps a backend to count generated tokens (the benchmark reads them back, the judge is unaware)."""
-
-    def __init__(self, inner: Backend) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.generated = 0
-        self.calls = 0
-
-    @property
-    def model_id(self) -> str:
-        return self.inner.model_id
-
-    @property
-    def context_length(self) -> int | None:
-        return self.inner.context_length
-
-    def count_tokens(self, text: str) -> int | None:
-        return self.inner.count_tokens(text)
-
-    def count_conversation_tokens(self, conversation: Conversation) -> int | None:
-        return self.inner.count_conversation_tokens(conversation)
-
-    def generate(self, conversations: list[Conversation], params: SamplingParams) -> list[list[Completion]]:  # type: ignore[override]
-        out = self.inner.generate(conversations, params)
-        self.calls += 1
-        self.generated += sum(c.completion_tokens for row in out for c in row)
-        return out
+MODES = ("sequential", "batched-full", "batched")
 
 
-def run_once(judge: Judge, counter: CountingBackend, n: int, mode: str) -> dict[str, float]:
+def run_once(judge: Judge, counter: InstrumentedBackend, n: int, mode: str) -> dict[str, float]:
     responses = RESPONSES[:n]
-    counter.generated = counter.calls = 0
+    counter.reset()
     start = time.perf_counter()
-    if mode == "batched":
+    if mode.startswith("batched"):
         judge.judge(QUERY, responses)
     else:
         criteria = judge.criteria(QUERY)
         for response in responses:
             judge.evaluate(QUERY, criteria, response)
     wall = time.perf_counter() - start
-    return {"wall_s": wall, "generated_tokens": counter.generated, "backend_calls": counter.calls}
+    return {"wall_s": wall, "generated_tokens": counter.completion_tokens, "backend_calls": len(counter.calls)}
 
 
 def main() -> None:
@@ -94,15 +70,18 @@ def main() -> None:
     from cerm.backends import HFBackend
 
     inner = HFBackend(args.model, batch_size=max(args.sizes))
-    counter = CountingBackend(inner)
+    inner_full = HFBackend(args.model, batch_size=max(args.sizes), share_prefix=False)
+    counter, counter_full = InstrumentedBackend(inner), InstrumentedBackend(inner_full)
     config = JudgeConfig(criteria_max_new_tokens=args.max_new_tokens, evaluation_max_new_tokens=args.max_new_tokens)
-    judge = Judge(counter, config=config)
-    run_once(judge, counter, 1, "batched")  # warm-up: first-call allocations and kernel selection
+    judge, judge_full = Judge(counter, config=config), Judge(counter_full, config=config)
+    for warm_judge, warm_counter in ((judge, counter), (judge_full, counter_full)):
+        run_once(warm_judge, warm_counter, 2, "batched")  # warm-up: first-call allocations and kernel selection
 
     rows: list[dict[str, Any]] = []
     for n in args.sizes:
-        for mode in ("sequential", "batched"):
-            runs = [run_once(judge, counter, n, mode) for _ in range(args.repeats)]
+        for mode in MODES:
+            mode_judge, mode_counter = (judge_full, counter_full) if mode == "batched-full" else (judge, counter)
+            runs = [run_once(mode_judge, mode_counter, n, mode) for _ in range(args.repeats)]
             wall = statistics.median(r["wall_s"] for r in runs)
             tokens = statistics.median(r["generated_tokens"] for r in runs)
             rows.append(
@@ -118,12 +97,12 @@ def main() -> None:
                 }
             )
     by = {(r["n"], r["mode"]): r for r in rows}
-    print(f"{'N':>3} {'mode':>10} {'calls':>5} {'gen tok':>8} {'wall s':>8} {'resp/s':>7} {'tok/s':>7} {'speedup':>8}")
+    print(f"{'N':>3} {'mode':>12} {'calls':>5} {'gen tok':>8} {'wall s':>8} {'resp/s':>7} {'tok/s':>7} {'speedup':>8}")
     for r in rows:
         speedup = r["responses_per_s"] / by[(r["n"], "sequential")]["responses_per_s"]
         r["speedup_vs_sequential"] = speedup
         print(
-            f"{r['n']:>3} {r['mode']:>10} {r['backend_calls']:>5} {r['generated_tokens']:>8.0f} {r['wall_s']:>8.2f} "
+            f"{r['n']:>3} {r['mode']:>12} {r['backend_calls']:>5} {r['generated_tokens']:>8.0f} {r['wall_s']:>8.2f} "
             f"{r['responses_per_s']:>7.3f} {r['tokens_per_s']:>7.1f} {speedup:>7.2f}x"
         )
     result = {
@@ -132,6 +111,7 @@ def main() -> None:
         "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, {__import__('os').cpu_count()} cores",
         "model": inner.model_id,
         "backend": inner.describe(),
+        "backend_full_prefill": inner_full.describe(),
         "max_new_tokens": args.max_new_tokens,
         "repeats": args.repeats,
         "rows": rows,
@@ -140,6 +120,7 @@ def main() -> None:
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out}")
     inner.close()
+    inner_full.close()
 
 
 if __name__ == "__main__":

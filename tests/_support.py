@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
-from cerm.backends import Backend, Completion, SamplingParams
+from cerm.backends import Backend, Completion, InstrumentedBackend, SamplingParams
 from cerm.protocol import Conversation
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -19,40 +19,17 @@ PROTOCOL_DIR = SHARED / "cerm_protocol"
 PYTHON = sys.executable
 
 
-class CountingBackend(Backend):
-    """A thin wrapper that records every ``generate`` call of a real backend (conversations and parameters).
-
-    Everything else (token counting, context length) is delegated, so the Judge sees the real model's tokenizer.
-    ``context_length`` may be overridden to exercise truncation without an 8k-token prefill on CPU.
-    """
+class CountingBackend(InstrumentedBackend):
+    """The library's recording wrapper, plus a ``context_length`` override to exercise truncation without an
+    8k-token prefill on CPU. ``calls`` holds ``(conversations, params)`` per generate call."""
 
     def __init__(self, inner: Backend, context_length: int | None = None) -> None:
-        self.inner = inner
-        self.name = inner.name
+        super().__init__(inner)
         self._context_length = context_length
-        self.calls: list[tuple[list[Conversation], SamplingParams]] = []
-
-    @property
-    def model_id(self) -> str:
-        return self.inner.model_id
 
     @property
     def context_length(self) -> int | None:
         return self._context_length if self._context_length is not None else self.inner.context_length
-
-    def count_tokens(self, text: str) -> int | None:
-        return self.inner.count_tokens(text)
-
-    def count_conversation_tokens(self, conversation: Conversation) -> int | None:
-        return self.inner.count_conversation_tokens(conversation)
-
-    def generate(self, conversations: Sequence[Conversation], params: SamplingParams) -> list[list[Completion]]:
-        self.calls.append((list(conversations), params))
-        return self.inner.generate(conversations, params)
-
-    @property
-    def conversations_per_call(self) -> list[int]:
-        return [len(convs) for convs, _ in self.calls]
 
 
 def realistic_criteria(query: str, sample: int = 0) -> str:

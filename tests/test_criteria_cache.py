@@ -22,7 +22,7 @@ from cerm import (
     SamplingParams,
     SQLiteCriteriaCache,
 )
-from cerm.backends import Backend, MockBackend
+from cerm.backends import Backend, InstrumentedBackend, MockBackend
 from cerm.protocol import Conversation
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -267,32 +267,15 @@ def demo() -> Iterator[Backend]:
     backend.close()
 
 
-class _Counting(Backend):
-    """Delegates to a real backend and counts the conversations it is asked to generate for."""
-
-    def __init__(self, inner: Backend) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.requests: list[int] = []
-
-    @property
-    def model_id(self) -> str:
-        return self.inner.model_id
-
-    def generate(self, conversations: object, params: SamplingParams) -> list[list[Completion]]:
-        self.requests.append(len(conversations))  # type: ignore[arg-type]
-        return self.inner.generate(conversations, params)  # type: ignore[arg-type]
-
-
 @pytest.mark.model
 def test_demo_model_rerun_hits_the_cache(demo: Backend) -> None:
-    counting = _Counting(demo)
+    counting = InstrumentedBackend(demo)
     config = JudgeConfig(criteria_max_new_tokens=24, evaluation_max_new_tokens=8)
     judge = Judge(counting, config=config, cache=MemoryCriteriaCache())
     first = judge.judge("Name a primary colour.", ["Red.", "Seven."])
-    assert counting.requests == [1, 2]  # one criteria conversation, two evaluations
+    assert counting.conversations_per_call == [1, 2]  # one criteria conversation, two evaluations
     again = judge.judge("Name a primary colour.", ["Red.", "Seven."])
-    assert counting.requests == [1, 2, 2]  # the criteria turn was not generated again
+    assert counting.conversations_per_call == [1, 2, 2]  # the criteria turn was not generated again
     assert again[0].criteria == first[0].criteria
     assert again[0].criteria.text
     assert again[0].provenance.criteria_cached

@@ -18,7 +18,7 @@ import pytest
 
 from _integration_helpers import mock_judge
 from cerm import Judge, JudgeConfig
-from cerm.backends import Backend, Completion, SamplingParams
+from cerm.backends import Backend, Completion, InstrumentedBackend, SamplingParams
 from cerm.integrations import RewardServer, create_app
 from cerm.integrations.openrlhf import openrlhf_query, split_sample
 from cerm.protocol import Conversation
@@ -181,38 +181,11 @@ def test_unscorable_reward_is_required() -> None:
         create_app(judge, unscorable_reward=float("nan"))
 
 
-class _Counting(Backend):
-    """Wraps a real backend and counts its generate calls."""
-
-    name = "counting"
-
-    def __init__(self, inner: Backend) -> None:
-        self.inner, self.calls = inner, []
-
-    @property
-    def model_id(self) -> str:
-        return self.inner.model_id
-
-    @property
-    def context_length(self) -> int | None:
-        return self.inner.context_length
-
-    def count_tokens(self, text: str) -> int | None:
-        return self.inner.count_tokens(text)
-
-    def count_conversation_tokens(self, conversation: Conversation) -> int | None:
-        return self.inner.count_conversation_tokens(conversation)
-
-    def generate(self, conversations: Sequence[Conversation], params: SamplingParams) -> list[list[Completion]]:
-        self.calls.append(len(conversations))
-        return self.inner.generate(conversations, params)
-
-
 @pytest.mark.model
 def test_demo_judge_behind_the_server_batches_concurrent_requests() -> None:
     config = JudgeConfig(criteria_max_new_tokens=8, evaluation_max_new_tokens=8)
     real = Judge("demo", config=config)
-    counting = _Counting(real.backend)
+    counting = InstrumentedBackend(real.backend)
     app = create_app(Judge(counting, config=config), unscorable_reward=0.0, scale=(0, 1), max_wait_ms=500)
     with RewardServer(app) as server, ThreadPoolExecutor(4) as pool:
         answers = list(
@@ -227,7 +200,8 @@ def test_demo_judge_behind_the_server_batches_concurrent_requests() -> None:
             assert len(data["rewards"]) == 1
             assert data["cerm"][0]["status"] in ("scored", "unscorable")
             assert data["cerm"][0]["status"] == "scored" or data["cerm"][0]["reason"]
-        assert counting.calls == [1, 4], counting.calls  # one criteria turn, then all four evaluations together
+        # One criteria turn, then all four evaluations together.
+        assert counting.conversations_per_call == [1, 4], counting.conversations_per_call
         assert httpx.get(server.url + "/health").json()["largest_batch"] == 4
     real.close()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from cerm.backends._base import Backend, Completion, FinishReason, SamplingParams, TokenLogprob
+from cerm.backends._instrumented import InstrumentedBackend
 from cerm.backends._registry import available_backends, backend_class, create_backend, register_backend
 from cerm.backends.mock import MockBackend
 
@@ -20,6 +21,7 @@ __all__ = [
     "Completion",
     "FinishReason",
     "HFBackend",
+    "InstrumentedBackend",
     "MockBackend",
     "SamplingParams",
     "TokenLogprob",
