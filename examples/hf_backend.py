@@ -5,9 +5,13 @@
     python examples/hf_backend.py --model Qwen/Qwen3-4B-Instruct-2507 --adapter ./my-lora
 
 `judge_batch` sends every criteria turn in one backend call and every evaluation in one more, so the backend
-generates in large left-padded batches.
+generates in large left-padded batches, and computes the prompt prefix that the evaluations of one query share once
+per batch (`--no-share-prefix` prefills every row in full, for comparison). `InstrumentedBackend` reports the calls,
+tokens and seconds the judge spent.
 """
 # ci: --max-new-tokens 12 --queries 2
+# ci-expect: 'share_prefix': True
+# ci-expect: 2 backend calls ([2, 4] conversations)
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ import json
 from pathlib import Path
 
 from cerm import Judge, JudgeConfig
-from cerm.backends import HFBackend
+from cerm.backends import HFBackend, InstrumentedBackend
 
 FALLBACK = [
     {"prompt": "Name a prime number greater than 10.", "chosen": "11 is prime.", "rejected": ["12."]},
@@ -39,12 +43,20 @@ def main() -> None:
     parser.add_argument("--adapter", default=None, help="a peft LoRA/QLoRA adapter folder")
     parser.add_argument("--load-in-4bit", action="store_true")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--no-share-prefix", action="store_true", help="prefill every row in full")
     parser.add_argument("--queries", type=int, default=3)
     parser.add_argument("--max-new-tokens", type=int, default=256)
     args = parser.parse_args()
 
-    backend = HFBackend(args.model, adapter=args.adapter, load_in_4bit=args.load_in_4bit, batch_size=args.batch_size)
-    print("backend:", backend.describe())
+    hf = HFBackend(
+        args.model,
+        adapter=args.adapter,
+        load_in_4bit=args.load_in_4bit,
+        batch_size=args.batch_size,
+        share_prefix=not args.no_share_prefix,
+    )
+    print("backend:", hf.describe())
+    backend = InstrumentedBackend(hf)
     config = JudgeConfig(criteria_max_new_tokens=args.max_new_tokens, evaluation_max_new_tokens=args.max_new_tokens)
     judge = Judge(backend, config=config)
     items = load_items(args.queries)
@@ -54,6 +66,10 @@ def main() -> None:
         for j in judgments:
             label = "chosen" if j.response_index == 0 else "rejected"
             print(f"  {label:8s} {j.status.value:10s} score={j.score} {j.reason or ''}")
+    print(
+        f"\n{len(backend.calls)} backend calls ({backend.conversations_per_call} conversations), "
+        f"{backend.prompt_tokens} prompt and {backend.completion_tokens} generated tokens, {backend.seconds:.1f} s"
+    )
     backend.close()
 
 
