@@ -176,6 +176,42 @@ def test_logprobs_with_top_alternatives(demo_backend: Backend) -> None:
         assert entry.top[0][1] == pytest.approx(entry.logprob, abs=1e-5)
 
 
+def test_logprobs_equal_transformers_output_logits(demo_backend: Backend) -> None:
+    # The backend reads log-probabilities step by step (a forward hook) instead of keeping every step's full logits;
+    # the values must be those of transformers' own output_logits, for every row of a left-padded, shared-prefix batch.
+    import torch
+
+    hf = _hf(demo_backend)
+    batch = [EVALUATIONS[0], EVALUATIONS[2], PROMPTS[1]]
+    ours = hf.generate(batch, SamplingParams(max_new_tokens=6, top_logprobs=3))
+    for conversation, (completion,) in zip(batch, ours, strict=True):
+        ids = hf.tokenizer(hf.render(conversation), add_special_tokens=False, return_tensors="pt")["input_ids"]
+        with torch.inference_mode():
+            out = hf.model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=6,
+                do_sample=False,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+                pad_token_id=hf.tokenizer.pad_token_id,
+                return_dict_in_generate=True,
+                output_logits=True,
+            )
+        reference = torch.stack(out.logits, dim=1)[0].float().log_softmax(-1)  # [steps, vocab]
+        tokens = out.sequences[0, ids.shape[1] :].tolist()
+        assert completion.logprobs is not None
+        kept = completion.completion_tokens - (1 if completion.finish_reason == "stop" else 0)
+        assert len(completion.logprobs) == kept  # the stop token is counted but not reported
+        for step, entry in enumerate(completion.logprobs):
+            assert entry.token == hf.tokenizer.decode([tokens[step]])
+            assert entry.logprob == pytest.approx(reference[step, tokens[step]].item(), abs=1e-4)
+            top_values, top_ids = reference[step].topk(3)
+            assert [token for token, _ in entry.top] == [hf.tokenizer.decode([int(t)]) for t in top_ids]
+            assert [value for _, value in entry.top] == pytest.approx(top_values.tolist(), abs=1e-4)
+
+
 def test_logprobs_only_when_asked(demo_backend: Backend) -> None:
     without, chosen_only = (
         demo_backend.generate([PROMPTS[2]], SamplingParams(max_new_tokens=3, top_logprobs=value))[0][0]

@@ -174,12 +174,20 @@ class HFBackend(Backend):
 
     def _cache_allows_prefix_sharing(self) -> bool:
         """Shared-prefix prefill reindexes the KV cache rows and leaves padding holes between prefix and suffix; that
-        is exact for full-attention layers only (a sliding window or a recurrent state would see the holes)."""
-        from transformers.cache_utils import DynamicCache, DynamicLayer
+        is exact for full-attention layers only (a sliding window or a recurrent state would see the holes). It
+        relies on transformers 5's cache layers and on generate() continuing a filled cache; older versions prefill
+        every row in full."""
+        import transformers
 
+        major = int(transformers.__version__.split(".", 1)[0])
+        if major < 5:
+            logger.info("shared-prefix prefill is off: it needs transformers >= 5 (found %s)", transformers.__version__)
+            return False
         try:
+            from transformers.cache_utils import DynamicCache, DynamicLayer
+
             layers = DynamicCache(config=self.model.config).layers
-        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        except (ImportError, TypeError, ValueError, KeyError, AttributeError) as exc:
             logger.info("shared-prefix prefill is off for %s: %s", self._model_id, exc)
             return False
         plain = bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
@@ -314,7 +322,6 @@ class HFBackend(Backend):
             "pad_token_id": self.tokenizer.pad_token_id,
             "eos_token_id": sorted(self._eos_ids),
             "return_dict_in_generate": True,
-            "output_logits": params.top_logprobs is not None,
         }
         if cache is not None:
             gen_kwargs["past_key_values"] = cache  # generate() then computes only the uncached suffix positions
@@ -322,9 +329,18 @@ class HFBackend(Backend):
             gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         else:
             gen_kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=0)
-        out = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **gen_kwargs)
+        recorder = None
+        if params.top_logprobs is not None:
+            recorder = _StepLogprobRecorder(torch, params.top_logprobs)
+            handle = self._causal_lm().register_forward_hook(recorder.hook, with_kwargs=True)
+        try:
+            out = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **gen_kwargs)
+        finally:
+            if recorder is not None:
+                handle.remove()
         new_tokens = out.sequences[:, input_ids.shape[1] :].tolist()
-        logprob_rows = self._logprobs(out.logits, new_tokens, params.top_logprobs) if out.logits else None
+        if recorder is not None:
+            recorder.finish(out.sequences[:, -1], steps=out.sequences.shape[1] - input_ids.shape[1])
 
         completions = []
         for row, prompt in enumerate(prompts):
@@ -337,7 +353,7 @@ class HFBackend(Backend):
                     finish_reason="length" if stop_at is None else "stop",
                     prompt_tokens=len(prompt),
                     completion_tokens=len(kept) + (0 if stop_at is None else 1),
-                    logprobs=None if logprob_rows is None else logprob_rows[row][: len(kept)],
+                    logprobs=None if recorder is None else self._logprob_row(recorder, row, kept),
                 )
             )
         return completions
@@ -386,31 +402,78 @@ class HFBackend(Backend):
         return ids, mask
 
     def _supports_logits_to_keep(self) -> bool:
-        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
-        return bool(getattr(base, "_supports_logits_to_keep", lambda: False)())
+        return bool(getattr(self._causal_lm(), "_supports_logits_to_keep", lambda: False)())
 
-    def _logprobs(
-        self, logits: Sequence[Any], tokens: list[list[int]], top: int | None
-    ) -> list[tuple[TokenLogprob, ...]]:
-        torch = self._torch
-        # logits: one [batch, vocab] tensor per generated position (raw, before temperature/top-p warping).
-        stacked = torch.stack(list(logits), dim=1).float().log_softmax(dim=-1)  # [batch, steps, vocab]
-        chosen = torch.tensor(tokens, device=stacked.device).unsqueeze(-1)
-        chosen_lp = stacked.gather(-1, chosen).squeeze(-1).tolist()
-        top_vals = top_ids = None
-        if top:
-            top_vals, top_ids = stacked.topk(top, dim=-1)
-            top_vals, top_ids = top_vals.tolist(), top_ids.tolist()
+    def _causal_lm(self) -> Any:
+        """The transformers model whose forward produces the logits (under a peft wrapper, the wrapped one)."""
+        return self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+
+    def _logprob_row(self, recorder: _StepLogprobRecorder, row: int, tokens: list[int]) -> tuple[TokenLogprob, ...]:
         decode = self.tokenizer.decode
-        rows = []
-        for b, seq in enumerate(tokens):
-            row = []
-            for j, tok in enumerate(seq):
-                alternatives: tuple[tuple[str, float], ...] = ()
-                if top_vals is not None and top_ids is not None:
-                    alternatives = tuple(
-                        (decode([tid]), val) for tid, val in zip(top_ids[b][j], top_vals[b][j], strict=True)
-                    )
-                row.append(TokenLogprob(token=decode([tok]), logprob=chosen_lp[b][j], top=alternatives))
-            rows.append(tuple(row))
-        return rows
+        entries = []
+        for step, token in enumerate(tokens):
+            alternatives = tuple((decode([tid]), value) for tid, value in recorder.top(row, step))
+            entries.append(TokenLogprob(token=decode([token]), logprob=recorder.chosen(row, step), top=alternatives))
+        return tuple(entries)
+
+
+class _StepLogprobRecorder:
+    """Log-probabilities read while generate() runs, keeping only what a Completion reports.
+
+    A forward hook on the causal LM sees each decoding step's raw logits (before temperature, top-p or any logits
+    processor, like ``output_logits``), turns the last position into log-probabilities and keeps the top ``top``
+    alternatives. The token chosen at step t is the input of step t+1, so its log-probability is read one step late
+    from the previous row, and the last step's from the final sequences. Memory grows with steps x ``top`` instead of
+    steps x vocabulary: ``output_logits`` would hold 8 rows x 2048 steps x 152k vocabulary = 10 GB in fp32 for a
+    Qwen3-sized judge, and a log-softmax over the stack as much again.
+    """
+
+    def __init__(self, torch: Any, top: int) -> None:
+        self._top = top
+        self._previous: Any = None  # [batch, vocab] log-probabilities of the latest step
+        self._chosen: list[Any] = []  # per step: [batch]
+        self._top_values: list[Any] = []  # per step: [batch, top]
+        self._top_ids: list[Any] = []
+        self._rows: tuple[list[list[float]], list[list[list[float]]], list[list[list[int]]]] | None = None
+        self._torch = torch
+
+    def hook(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
+        input_ids: Any = kwargs.get("input_ids", args[0] if args else None)
+        if self._previous is not None:
+            if input_ids is None:
+                raise RuntimeError("the model was called without input_ids; cannot tell which token was chosen")
+            self._take_chosen(input_ids[:, -1])
+        self._previous = output.logits[:, -1, :].float().log_softmax(dim=-1)
+        if self._top:
+            values, ids = self._previous.topk(self._top, dim=-1)
+            self._top_values.append(values)
+            self._top_ids.append(ids)
+
+    def finish(self, last_tokens: Any, steps: int) -> None:
+        if self._previous is not None:
+            self._take_chosen(last_tokens)
+            self._previous = None
+        if len(self._chosen) != steps:
+            raise RuntimeError(f"log-probabilities were read for {len(self._chosen)} steps, but {steps} were generated")
+        torch = self._torch
+        if not steps:
+            self._rows = ([], [], [])
+            return
+        chosen = torch.stack(self._chosen, dim=1).tolist()  # [batch, steps]
+        values = torch.stack(self._top_values, dim=1).tolist() if self._top else []  # [batch, steps, top]
+        ids = torch.stack(self._top_ids, dim=1).tolist() if self._top else []
+        self._rows = (chosen, values, ids)
+
+    def chosen(self, row: int, step: int) -> float:
+        assert self._rows is not None, "finish() first"
+        return float(self._rows[0][row][step])
+
+    def top(self, row: int, step: int) -> list[tuple[int, float]]:
+        assert self._rows is not None, "finish() first"
+        if not self._top:
+            return []
+        return list(zip(self._rows[2][row][step], self._rows[1][row][step], strict=True))
+
+    def _take_chosen(self, tokens: Any) -> None:
+        index = tokens.to(self._previous.device).unsqueeze(-1)
+        self._chosen.append(self._previous.gather(-1, index).squeeze(-1))
