@@ -41,6 +41,8 @@ class Seen:
     body: dict[str, Any]
     action: str
     headers: dict[str, str]
+    path: str = ""
+    query: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -84,7 +86,8 @@ class FaultServer:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         action = self._action(body)
-        self.seen.append(Seen(time.monotonic(), body, action, {k.lower(): v for k, v in request.headers.items()}))
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        self.seen.append(Seen(time.monotonic(), body, action, headers, request.path, dict(request.query)))
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:

@@ -244,6 +244,17 @@ def test_request_fields_and_extra_body_pass_through(server: FaultServer) -> None
     assert seen.headers["x-team"] == "rm"
 
 
+def test_query_string_in_the_base_url_is_sent_as_query_parameters(server: FaultServer) -> None:
+    # Azure-style endpoints put the API version in the query; it must not end up inside the request path.
+    url = server.base_url + "?api-version=2024-06-01&deployment=judge"
+    with OpenAIBackend("judge-model", base_url=url, api_key="sk-test", **FAST) as backend:
+        out = backend.generate([conv("x")], SamplingParams(max_new_tokens=5))
+        assert backend.describe()["base_url"] == server.base_url  # the query is not recorded
+    assert out[0][0].finish_reason == "stop"
+    assert server.seen[0].path == "/v1/chat/completions"
+    assert server.seen[0].query == {"api-version": "2024-06-01", "deployment": "judge"}
+
+
 # -- secrets --------------------------------------------------------------------------------------------------------
 def test_api_key_never_logged_nor_recorded(server: FaultServer, caplog: pytest.LogCaptureFixture) -> None:
     secret = "sk-very-secret-0123456789"

@@ -35,7 +35,7 @@ import weakref
 from collections.abc import Coroutine, Mapping, Sequence
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from cerm._errors import BackendUnavailableError, ConfigurationError
 from cerm.backends._base import Backend, Completion, FinishReason, SamplingParams, TokenLogprob
@@ -279,7 +279,11 @@ class OpenAIBackend(Backend):
 
         self._model = model
         base_url = base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
-        self._base_url = base_url
+        # The client appends "/chat/completions" to the base URL, so a query string in it (Azure-style
+        # "?api-version=...") would end up inside the path. It is sent as a query parameter of every request instead.
+        parts = urlsplit(base_url)
+        self._default_query = dict(parse_qsl(parts.query, keep_blank_values=True))
+        self._base_url = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
         # The key lives only inside the client (and in _secret, to scrub it from error text): never in describe().
         self._secret = api_key or os.environ.get("OPENAI_API_KEY") or ""
         self._timeout = float(timeout)
@@ -406,6 +410,7 @@ class OpenAIBackend(Backend):
                 timeout=timeout,
                 max_retries=0,  # tenacity retries, with our own policy
                 default_headers=self._extra_headers or None,
+                default_query=self._default_query or None,
                 http_client=http_client_cls(limits=limits, timeout=timeout),
             )
             self._holder["client"] = self._client
