@@ -68,8 +68,7 @@ def plan_shared_prefix(prompts: Sequence[Sequence[int]], *, min_saving: float = 
     """
     if len(prompts) < 2 or min(len(p) for p in prompts) < 2:
         return None
-    order = sorted(range(len(prompts)), key=lambda i: list(prompts[i]))
-    neighbour_lcp = [common_prefix_length(prompts[a], prompts[b]) for a, b in itertools.pairwise(order)]
+    order, neighbour_lcp = _sorted_with_neighbour_lcp(prompts)
     plain_cost = len(prompts) * max(len(p) for p in prompts)
 
     best: PrefixPlan | None = None
@@ -84,12 +83,7 @@ def plan_shared_prefix(prompts: Sequence[Sequence[int]], *, min_saving: float = 
 
 def _group(prompts: Sequence[Sequence[int]], order: list[int], neighbour_lcp: list[int], threshold: int) -> PrefixPlan:
     """Cut the sorted rows wherever neighbours share fewer than ``threshold`` tokens."""
-    runs: list[list[int]] = [[0]]  # positions in ``order``
-    for position, lcp in enumerate(neighbour_lcp, start=1):
-        if lcp >= threshold:
-            runs[-1].append(position)
-        else:
-            runs.append([position])
+    runs = _runs([lcp >= threshold for lcp in neighbour_lcp])  # positions in ``order``
 
     prefixes: list[tuple[int, ...]] = []
     group_of_row = [0] * len(prompts)
@@ -112,15 +106,32 @@ def order_for_sharing(prompts: Sequence[Sequence[int]]) -> list[int]:
     trouble shows up on the first batch)."""
     if not prompts:
         return []
-    order = sorted(range(len(prompts)), key=lambda i: list(prompts[i]))
-    groups: list[list[int]] = [[order[0]]]
-    for a, b in itertools.pairwise(order):
-        lcp = common_prefix_length(prompts[a], prompts[b])
-        if 2 * lcp >= min(len(prompts[a]), len(prompts[b])):
-            groups[-1].append(b)
-        else:
-            groups.append([b])
+    order, neighbour_lcp = _sorted_with_neighbour_lcp(prompts)
+    together = [
+        2 * lcp >= min(len(prompts[a]), len(prompts[b]))
+        for lcp, (a, b) in zip(neighbour_lcp, itertools.pairwise(order), strict=True)
+    ]
+    groups = [[order[position] for position in run] for run in _runs(together)]
     for group in groups:
         group.sort(key=lambda i: -len(prompts[i]))
     groups.sort(key=lambda group: -len(prompts[group[0]]))
     return [i for group in groups for i in group]
+
+
+def _sorted_with_neighbour_lcp(prompts: Sequence[Sequence[int]]) -> tuple[list[int], list[int]]:
+    """Row indices sorted by token ids (rows with a long common prefix become neighbours), and the common-prefix
+    length of each pair of neighbours in that order."""
+    order = sorted(range(len(prompts)), key=lambda i: list(prompts[i]))
+    return order, [common_prefix_length(prompts[a], prompts[b]) for a, b in itertools.pairwise(order)]
+
+
+def _runs(continues: Sequence[bool]) -> list[list[int]]:
+    """Positions ``0..len(continues)`` cut into runs; ``continues[p - 1]`` says whether position p joins the run of
+    position p - 1."""
+    runs: list[list[int]] = [[0]]
+    for position, joined in enumerate(continues, start=1):
+        if joined:
+            runs[-1].append(position)
+        else:
+            runs.append([position])
+    return runs

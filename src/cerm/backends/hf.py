@@ -128,6 +128,8 @@ class HFBackend(Backend):
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self._eos_ids = self._collect_eos_ids()
         self._share_prefix = share_prefix and self._cache_allows_prefix_sharing()
+        # Read once: transformers answers by inspecting forward()'s signature.
+        self._logits_to_keep = bool(getattr(self._causal_lm(), "_supports_logits_to_keep", lambda: False)())
         self._settings = {
             "dtype": str(torch_dtype).replace("torch.", ""),
             "device": self._device,
@@ -311,9 +313,8 @@ class HFBackend(Backend):
         if plan is not None:
             input_ids, attention_mask, cache = self._prefill_shared_prefixes(plan)
         else:
-            encoded = self.tokenizer.pad({"input_ids": prompts}, padding=True, return_tensors="pt")
-            input_ids = encoded["input_ids"].to(self.model.device)
-            attention_mask = encoded["attention_mask"].to(self.model.device)
+            input_ids, attention_mask = self._left_pad(prompts, max(len(p) for p in prompts))
+            input_ids, attention_mask = input_ids.to(self.model.device), attention_mask.to(self.model.device)
         if params.seed is not None:
             # Seeded per batch so a re-run with the same inputs and batch size reproduces the same samples.
             torch.manual_seed(params.seed + batch_index)
@@ -375,7 +376,7 @@ class HFBackend(Backend):
         prefix_ids, prefix_mask = prefix_ids.to(device), prefix_mask.to(device)
         cache = DynamicCache(config=self.model.config)
         forward_kwargs: dict[str, Any] = {}
-        if self._supports_logits_to_keep():
+        if self._logits_to_keep:
             forward_kwargs["logits_to_keep"] = 1  # only the KV is wanted; skip the vocabulary projection
         self.model(
             input_ids=prefix_ids,
@@ -400,9 +401,6 @@ class HFBackend(Backend):
                 ids[row, width - len(sequence) :] = torch.tensor(sequence, dtype=torch.long)
                 mask[row, width - len(sequence) :] = 1
         return ids, mask
-
-    def _supports_logits_to_keep(self) -> bool:
-        return bool(getattr(self._causal_lm(), "_supports_logits_to_keep", lambda: False)())
 
     def _causal_lm(self) -> Any:
         """The transformers model whose forward produces the logits (under a peft wrapper, the wrapped one)."""
