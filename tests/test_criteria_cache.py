@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -119,12 +118,24 @@ def test_failed_generations_are_never_cached() -> None:
     assert judge.judge("q", ["a"])[0].score == 7.0  # retried, not replayed
     assert len(cache) == 1
     with pytest.raises(ValueError, match="only successful"):
-        cache.put(next(iter([_key()])), Completion.failed("x"))
+        cache.put(_key(), Completion.failed("x"))
 
 
-def _key(query: str = "q", index: int = 0) -> CriteriaCacheKey:
+def _key(
+    query: str = "q",
+    index: int = 0,
+    *,
+    model: str = "m",
+    prompt_version: str = "v",
+    params: SamplingParams | None = None,
+) -> CriteriaCacheKey:
     return CriteriaCacheKey.for_sample(
-        model="m", backend="b", prompt_version="v", params=SamplingParams(), query=query, sample_index=index
+        model=model,
+        backend="b",
+        prompt_version=prompt_version,
+        params=params or SamplingParams(),
+        query=query,
+        sample_index=index,
     )
 
 
@@ -133,46 +144,16 @@ def test_key_separates_everything_that_changes_the_text() -> None:
     variants = {
         _key(index=1).digest(),
         _key(query="q2").digest(),
-        CriteriaCacheKey.for_sample(
-            model="m2", backend="b", prompt_version="v", params=SamplingParams(), query="q", sample_index=0
-        ).digest(),
-        CriteriaCacheKey.for_sample(
-            model="m", backend="b", prompt_version="v2", params=SamplingParams(), query="q", sample_index=0
-        ).digest(),
-        CriteriaCacheKey.for_sample(
-            model="m",
-            backend="b",
-            prompt_version="v",
-            params=SamplingParams(max_new_tokens=7),
-            query="q",
-            sample_index=0,
-        ).digest(),
-        CriteriaCacheKey.for_sample(
-            model="m",
-            backend="b",
-            prompt_version="v",
-            params=SamplingParams(temperature=0.7, seed=1),
-            query="q",
-            sample_index=0,
-        ).digest(),
-        CriteriaCacheKey.for_sample(
-            model="m",
-            backend="b",
-            prompt_version="v",
-            params=SamplingParams(temperature=0.7, seed=2),
-            query="q",
-            sample_index=0,
-        ).digest(),
+        _key(model="m2").digest(),
+        _key(prompt_version="v2").digest(),
+        _key(params=SamplingParams(max_new_tokens=7)).digest(),
+        _key(params=SamplingParams(temperature=0.7, seed=1)).digest(),
+        _key(params=SamplingParams(temperature=0.7, seed=2)).digest(),
     }
     assert base.digest() not in variants
     assert len(variants) == 7
     # n (how many samples one call makes) is not part of the key: the sample index is.
-    assert (
-        _key().digest()
-        == CriteriaCacheKey.for_sample(
-            model="m", backend="b", prompt_version="v", params=SamplingParams(n=4), query="q", sample_index=0
-        ).digest()
-    )
+    assert _key().digest() == _key(params=SamplingParams(n=4)).digest()
 
 
 def test_memory_cache_is_a_bounded_lru() -> None:
@@ -256,20 +237,9 @@ def test_sqlite_cache_shared_across_processes(tmp_path: Path) -> None:
 # -- the real model -------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def demo() -> Iterator[Backend]:
-    pytest.importorskip("torch")
-    pytest.importorskip("transformers")
-    from cerm.backends.hf import HFBackend
-
-    backend = HFBackend("demo", device="cpu")
-    yield backend
-    backend.close()
-
-
 @pytest.mark.model
-def test_demo_model_rerun_hits_the_cache(demo: Backend) -> None:
-    counting = InstrumentedBackend(demo)
+def test_demo_model_rerun_hits_the_cache(demo_backend: Backend) -> None:
+    counting = InstrumentedBackend(demo_backend)
     config = JudgeConfig(criteria_max_new_tokens=24, evaluation_max_new_tokens=8)
     judge = Judge(counting, config=config, cache=MemoryCriteriaCache())
     first = judge.judge("Name a primary colour.", ["Red.", "Seven."])

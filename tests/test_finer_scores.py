@@ -9,7 +9,6 @@ import math
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -167,41 +166,32 @@ def test_evaluate_alone_never_applies_a_readout() -> None:
 # -- the real model -------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def demo() -> Iterator[Backend]:
-    pytest.importorskip("torch")
-    pytest.importorskip("transformers")
-    from cerm.backends.hf import HFBackend
-
-    backend = HFBackend("demo", device="cpu")
-    yield backend
-    backend.close()
-
-
 @pytest.mark.model
-def test_hf_prefill_continues_the_assistant_message(demo: Backend) -> None:
+def test_hf_prefill_continues_the_assistant_message(demo_backend: Backend) -> None:
     conversation: Conversation = [
         {"role": "user", "content": "Count from one to five."},
         {"role": "assistant", "content": "One, two, three,"},
     ]
-    rendered = demo.render(conversation)  # type: ignore[attr-defined]
+    rendered = demo_backend.render(conversation)  # type: ignore[attr-defined]
     assert rendered.endswith("One, two, three,")
-    assert demo.supports_prefill
-    out = demo.generate([conversation], SamplingParams(max_new_tokens=4))[0][0]
+    assert demo_backend.supports_prefill
+    out = demo_backend.generate([conversation], SamplingParams(max_new_tokens=4))[0][0]
     assert out.finish_reason in ("stop", "length")
     assert "four" in out.text.lower()
 
 
 @pytest.mark.model
-def test_demo_model_plain_is_unscorable_forced_gives_marked_numbers(demo: Backend) -> None:
+def test_demo_model_plain_is_unscorable_forced_gives_marked_numbers(demo_backend: Backend) -> None:
     query = "What is the capital of France?"
     responses = ["Paris is the capital of France.", "The capital of France is Berlin."]
     base = JudgeConfig(criteria_max_new_tokens=24, evaluation_max_new_tokens=16)
-    plain = Judge(demo, config=base).judge(query, responses)
+    plain = Judge(demo_backend, config=base).judge(query, responses)
     assert all(j.status is Status.UNSCORABLE for j in plain)
     assert all(j.score_source is None for j in plain)
 
-    forced = Judge(demo, config=base.with_(forced_readout=True, score_readout="expected")).judge(query, responses)
+    forced = Judge(demo_backend, config=base.with_(forced_readout=True, score_readout="expected")).judge(
+        query, responses
+    )
     for judgment in forced:
         assert judgment.status is Status.SCORED, judgment.reason
         assert judgment.score is not None
