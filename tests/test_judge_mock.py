@@ -230,14 +230,17 @@ def test_criteria_cut_off_is_a_warning_not_a_failure() -> None:
     assert any("[End of Criteria]" in w for w in judgment.warnings)
 
 
-def test_error_completion_makes_only_that_item_unscorable() -> None:
+def test_error_completion_makes_only_that_item_errored_not_unscorable() -> None:
     def score_of(query: str, response: str, sample: int) -> str | Completion:
         return Completion.failed("CUDA out of memory") if "boom" in response else "8"
 
     judgment = Judge(MockBackend(scripted(score_of=score_of))).judge(QUERY, ["ok 1", "boom", "ok 2"])
     assert [j.score for j in judgment] == [8.0, None, 8.0]
-    assert judgment[1].status is Status.UNSCORABLE
+    # A failed generation is ERROR (no verdict, retry it), never the judge's UNSCORABLE, and never a number.
+    assert judgment[1].status is Status.ERROR
+    assert judgment[1].errored and not judgment[1].scorable
     assert judgment[1].reason == "evaluation generation failed: CUDA out of memory"
+    assert [j.status for j in (judgment[0], judgment[2])] == [Status.SCORED, Status.SCORED]
 
 
 def test_criteria_error_affects_only_that_query() -> None:
@@ -248,6 +251,7 @@ def test_criteria_error_affects_only_that_query() -> None:
     good, bad = judge.judge_batch([("good", ["score=3 x"]), ("bad", ["score=3 x", "score=4 y"])])
     assert [j.score for j in good] == [3.0]
     assert [j.score for j in bad] == [None, None]
+    assert [j.status for j in bad] == [Status.ERROR, Status.ERROR]
     assert all(j.reason and "criteria generation failed: server said 500" in j.reason for j in bad)
 
 
@@ -256,6 +260,7 @@ def test_empty_and_whitespace_responses_are_unscorable_without_a_backend_call(
 ) -> None:
     judgments = mock_judge.judge(QUERY, ["", "score=5 real", " \n\t "])
     assert [j.status for j in judgments] == [Status.UNSCORABLE, Status.SCORED, Status.UNSCORABLE]
+    assert not judgments[0].errored
     assert judgments[0].score is None
     assert judgments[2].score is None
     assert "empty" in (judgments[0].reason or "")

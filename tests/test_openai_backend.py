@@ -45,8 +45,8 @@ def backend_for(srv: FaultServer, **kwargs: Any) -> OpenAIBackend:
     return OpenAIBackend("judge-model", base_url=srv.base_url, api_key="sk-test", **settings)
 
 
-# -- faults: every item back, in order; retried ones succeed; exhausted ones UNSCORABLE --------------------------------
-def test_faults_keep_order_retry_and_mark_only_exhausted_items_unscorable(server: FaultServer) -> None:
+# -- faults: every item back, in order; retried ones succeed; exhausted ones ERROR, never UNSCORABLE -------------------
+def test_faults_keep_order_retry_and_mark_only_exhausted_items_errored(server: FaultServer) -> None:
     server.retry_after = "0.2"
     server.hang_s = 30.0
     server.schedule = {
@@ -75,7 +75,7 @@ def test_faults_keep_order_retry_and_mark_only_exhausted_items_unscorable(server
         assert judgments[i].score == float(i % 10)
     failed = {i: judgments[i] for i in (7, 8, 9, 10, 11)}
     for j in failed.values():
-        assert j.status is Status.UNSCORABLE
+        assert j.status is Status.ERROR
         assert j.score is None
         assert j.reason
         assert j.reason.startswith("evaluation generation failed")

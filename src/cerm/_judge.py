@@ -404,7 +404,7 @@ class Judge:
                     if sample.completion.finish_reason == "length":
                         warnings.append(f"criteria {i + 1}: generation stopped at criteria_max_new_tokens")
                     if sample.failure is not None:
-                        chains.append(Chain(sample.criteria, None, None, sample.failure))
+                        chains.append(Chain(sample.criteria, None, None, sample.failure, failed=True))
                         chain_conversations.append(None)
                         continue
                     slot_info = slots[(n, j, i)]
@@ -544,7 +544,9 @@ class Judge:
         """A chain without a score, continued after the overall-score prefix: the score is read from what follows."""
         reason = chain.reason or "no score"
         if completion.finish_reason == "error":
-            return dataclasses.replace(chain, reason=f"{reason}; forced readout failed: {completion.error}")
+            return dataclasses.replace(
+                chain, reason=f"{reason}; forced readout failed: {completion.error}", failed=True
+            )
         min_mass = self.config.readout_min_mass
         readout = (
             score_distribution(completion.logprobs, method="forced", min_mass=min_mass)
@@ -574,7 +576,7 @@ class Judge:
 
     def _chain(self, criteria: Criteria, completion: Completion) -> Chain:
         if completion.finish_reason == "error":
-            return Chain(criteria, None, None, f"evaluation generation failed: {completion.error}")
+            return Chain(criteria, None, None, f"evaluation generation failed: {completion.error}", failed=True)
         evaluation = parse_evaluation(completion.text, criteria)
         if completion.finish_reason == "length":
             # A cut-off evaluation's last box may be a per-criterion score, not the overall one: refuse to guess.
@@ -668,9 +670,11 @@ class Judge:
         if not scores:
             reasons = list(dict.fromkeys(c.reason for c in chains if c.reason))
             reason = "; ".join(reasons) or "no chain produced a score"
+            # A failed generation means no verdict was reached: ERROR (retry it), not the judge's UNSCORABLE.
+            status = Status.ERROR if any(c.failed for c in chains) else Status.UNSCORABLE
             if len(chains) > 1:
-                reason = f"all {len(chains)} chains unscorable: {reason}"
-            return Judgment(index, Status.UNSCORABLE, None, reason, tuple(chains), provenance, unique_warnings)
+                reason = f"all {len(chains)} chains {'failed or ' if status is Status.ERROR else ''}unscorable: {reason}"
+            return Judgment(index, status, None, reason, tuple(chains), provenance, unique_warnings)
         mean, spread = mean_and_spread(scores)
         if len(scores) < len(chains):
             unique_warnings += (f"{len(chains) - len(scores)} of {len(chains)} chains unscorable; mean over the rest",)

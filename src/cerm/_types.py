@@ -24,10 +24,21 @@ ScoreSource = Literal["parsed", "expected", "forced_parsed", "forced_expected"]
 
 
 class Status(str, enum.Enum):
-    """Whether a judgment produced a usable score."""
+    """Whether a judgment produced a usable score, and if not, whose failure it was.
+
+    * ``SCORED``: a score was read.
+    * ``UNSCORABLE``: the judge wrote its text, and that text gave no valid score (no box, out of range, cut off at the
+      token budget, an empty response to judge, ...). Retrying the same greedy judgment gives the same answer.
+    * ``ERROR``: no judgment was produced: a generation failed (server outage, retries exhausted, out of memory, a
+      request the engine refused). Not the judge's verdict, so surfaces treat it as a failure to retry or report,
+      never as a result.
+
+    Neither ``UNSCORABLE`` nor ``ERROR`` ever carries a number; both carry a reason.
+    """
 
     SCORED = "scored"
     UNSCORABLE = "unscorable"
+    ERROR = "error"
 
 
 @dataclass(frozen=True)
@@ -169,14 +180,18 @@ class Chain:
     score_source: ScoreSource | None = None
     #: The log-probability readout behind an expected or forced score (also kept when it was not trusted).
     readout: ScoreReadout | None = None
+    #: True when a generation of this chain failed (criteria, evaluation or forced readout): no judge text to read.
+    failed: bool = False
 
 
 @dataclass(frozen=True)
 class Judgment:
     """The verdict on one response.
 
-    ``score`` is the overall 0-10 score (the mean over scorable chains when k > 1) or None when UNSCORABLE, in which
-    case ``reason`` says why. ``spread`` is the population standard deviation of the chain scores (0.0 for k = 1).
+    ``score`` is the overall 0-10 score (the mean over scorable chains when k > 1) or None when UNSCORABLE or
+    ERROR, in which case ``reason`` says why. ``spread`` is the population standard deviation of the chain scores
+    (0.0 for k = 1). A judgment is ERROR when no chain scored and at least one chain's generation failed: a retry
+    may still score it, so it is not the judge's verdict.
     """
 
     response_index: int
@@ -191,6 +206,11 @@ class Judgment:
     @property
     def scorable(self) -> bool:
         return self.status is Status.SCORED
+
+    @property
+    def errored(self) -> bool:
+        """True when no judgment was produced because a generation failed (``Status.ERROR``)."""
+        return self.status is Status.ERROR
 
     @property
     def criteria(self) -> Criteria | None:
