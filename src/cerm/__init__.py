@@ -13,7 +13,7 @@ from cerm._cache import CriteriaCache, CriteriaCacheKey, MemoryCriteriaCache, SQ
 from cerm._config import JudgeConfig
 from cerm._embedded import DEMO_MODEL, RECOMMENDED_MODEL
 from cerm._errors import BackendUnavailableError, CermError, ConfigurationError, ModelNotFoundError
-from cerm._judge import Judge
+from cerm._judge import Judge, validate_item
 from cerm._types import (
     BestOfN,
     Chain,
@@ -67,4 +67,5 @@ __all__ = [
     "Usage",
     "__version__",
     "create_backend",
+    "validate_item",
 ]

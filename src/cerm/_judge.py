@@ -132,6 +132,16 @@ def _validate_responses(responses: object, where: str = "responses") -> list[str
     return list(responses)
 
 
+def validate_item(query: object, responses: object) -> tuple[str, list[str]]:
+    """Check one ``(query, responses)`` item the way :meth:`Judge.judge_batch` does, without judging it.
+
+    Raises ``TypeError`` or ``ValueError`` naming the problem; returns the item as ``(str, list[str])``. Surfaces that
+    merge several callers' items into one batch (the reward server) check each item first, so one caller's bad input
+    never fails another's.
+    """
+    return _validate_query(query), _validate_responses(responses)
+
+
 class Judge:
     """A CE-RM judge over any backend.
 
