@@ -569,8 +569,7 @@ def score_llmbar(records: Sequence[Record], rule: str = "rewardbench") -> Preset
     notes = []
     if others:
         notes.append(
-            "not LLMBar's evaluation set (kept out of the headline, shown as extras): "
-            + ", ".join(r.name for r in others)
+            "not LLMBar's evaluation set (kept out of the headline, shown apart): " + ", ".join(r.name for r in others)
         )
     missing = [s for s in LLMBAR_SUBSETS if s not in subsets]
     if missing:

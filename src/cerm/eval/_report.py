@@ -10,7 +10,7 @@ from typing import Any
 from cerm._errors import ConfigurationError
 from cerm.eval import _metrics as m
 from cerm.eval._metrics import PairStats, Record, TiePolicy, UnscorablePolicy
-from cerm.eval._presets import PresetScore, preset_name, score_benchmark
+from cerm.eval._presets import Figure, PresetScore, Table, preset_name, score_benchmark
 
 REPORT_FILE = "report.md"
 METRICS_FILE = "metrics.json"
@@ -84,6 +84,19 @@ def compute_metrics(
     return out
 
 
+def _domain_grid(table: Table) -> list[str]:
+    cells: dict[str, dict[str, Figure]] = {}
+    for row in table.rows:
+        domain, _, band = row.name.rpartition(" ")
+        cells.setdefault(domain, {})[band] = row
+    lines = ["| domain | easy | normal | hard | coverage | items |", "|---|---:|---:|---:|---:|---:|"]
+    for domain, bands in cells.items():
+        first = next(iter(bands.values()))
+        values = " | ".join(_pct(bands[b].value if b in bands else None) for b in ("easy", "normal", "hard"))
+        lines.append(f"| {domain} | {values} | {_pct(first.coverage)} | {first.items} |")
+    return [*lines, ""]
+
+
 def _benchmark_section(score: PresetScore, data_source: Mapping[str, Any] | None) -> list[str]:
     head = score.headline
     lines = [
@@ -97,6 +110,9 @@ def _benchmark_section(score: PresetScore, data_source: Mapping[str, Any] | None
     if source:
         lines += ["Data: " + ", ".join(f"{k} `{v}`" for k, v in source.items() if v not in (None, "", [])), ""]
     for table in score.tables:
+        if table.title == "Domain x difficulty":  # RM-Bench's own layout: one row per domain
+            lines += _domain_grid(table)
+            continue
         lines += [f"| {table.title} | score | coverage | items |", "|---|---:|---:|---:|"]
         for row in table.rows:
             lines.append(f"| {row.name} | {_pct(row.value)} | {_pct(row.coverage)} | {row.items} |")
