@@ -29,10 +29,15 @@ from cerm.eval import (
 from cerm.protocol import Conversation
 
 SHARED = SHARED_ROOT / "data"
-needs_shared = pytest.mark.skipif(
+_absent = pytest.mark.skipif(
     not (SHARED / "llmbar" / "all.jsonl").is_file(),
     reason="../shared/data (the repository's benchmark copies) is absent",
 )
+
+
+def needs_shared(test: Any) -> Any:
+    """Marks a test that reads ../shared/data (``-m shared_data`` selects them) and skips it where that is absent."""
+    return pytest.mark.shared_data(_absent(test))
 
 
 @pytest.fixture(autouse=True)

@@ -211,3 +211,15 @@ def test_cli_benchmark_with_a_local_copy_and_a_data_seed(
     assert manifest["info"]["slice"] == "4 items sampled with data seed 3 (kept in data order)"
     assert manifest["judge"]["config"]["seed"] == 11  # the judge's seed is its own setting
     assert "rewardbench Leaderboard average" in err
+
+
+def test_cli_refuses_preset_options_without_a_preset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from cerm.cli import main
+
+    mine = tmp_path / "mine.jsonl"
+    mine.write_text(json.dumps({"id": "a", "prompt": "q", "chosen": "x", "rejected": ["y"]}) + "\n")
+    assert main(["eval", "--data", str(mine), "--rule", "single_game", "--out", str(tmp_path / "o")]) == 2
+    assert "add --benchmark NAME" in capsys.readouterr().err
+    assert main(["eval", "--benchmark", "judgebench", "--rule", "both", "--data", str(FIXTURES / "judgebench"),
+                 "--out", str(tmp_path / "o"), "--model", "nosuch-model-for-this-test"]) == 2  # fmt: skip
+    assert "--rule must be one of pointwise, single_game" in capsys.readouterr().err

@@ -79,12 +79,14 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cerm.cli._common import config_from_args, judge_from_args
-    from cerm.eval import DataError, evaluate, load_benchmark, load_items, preset_name
+    from cerm.eval import SCORERS, DataError, evaluate, load_benchmark, load_items, preset_name
 
     if args.report_only:
         return _report_only(args)
     if not args.data and not args.benchmark:
         raise InputError("give --benchmark NAME, --data (your JSONL file), or --report-only")
+    if not args.benchmark and (args.rule or args.revision):
+        raise InputError("--rule and --revision belong to a benchmark preset: add --benchmark NAME")
     if args.batch_size < 1:
         raise InputError("--batch-size must be >= 1")
     if args.limit is not None and args.limit < 1:
@@ -95,6 +97,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.benchmark:
             benchmark = preset_name(args.benchmark)
+            rules = SCORERS[benchmark][2]
+            if args.rule is not None and args.rule not in rules:  # before the (slow) data and model loads
+                raise InputError(f"{benchmark}: --rule must be one of {', '.join(rules)}, got {args.rule!r}")
             loaded = load_benchmark(benchmark, args.data, revision=args.revision, limit=args.limit, seed=args.data_seed)
             items, source = loaded.items, loaded.provenance
         else:

@@ -57,7 +57,7 @@ HUB_SOURCES: dict[str, HubSource] = {
     "rewardbench": HubSource(
         "allenai/reward-bench",
         ("filtered",),
-        "086f23c4a764f87fe21f07fa213da1b2c9fa29be",
+        "8def74f33ce5c3b78bafcbed9a7a1887f427701b",
         folders=("rewardbench", "reward-bench"),
     ),
     "rm-bench": HubSource("THU-KEG/RM-Bench", ("train",), "ee19843", folders=("rm-bench", "rm_bench")),
@@ -65,7 +65,7 @@ HUB_SOURCES: dict[str, HubSource] = {
     "llmbar": HubSource(
         "allenai/reward-bench",
         ("filtered",),
-        "086f23c4a764f87fe21f07fa213da1b2c9fa29be",
+        "8def74f33ce5c3b78bafcbed9a7a1887f427701b",
         subset_prefix="llmbar-",
         folders=("llmbar",),
     ),

@@ -92,7 +92,7 @@ def _domain_grid(table: Table) -> list[str]:
     lines = ["| domain | easy | normal | hard | coverage | items |", "|---|---:|---:|---:|---:|---:|"]
     for domain, bands in cells.items():
         first = next(iter(bands.values()))
-        values = " | ".join(_pct(bands[b].value if b in bands else None) for b in ("easy", "normal", "hard"))
+        values = " | ".join(_official(bands[b].value if b in bands else None) for b in ("easy", "normal", "hard"))
         lines.append(f"| {domain} | {values} | {_pct(first.coverage)} | {first.items} |")
     return [*lines, ""]
 
@@ -102,8 +102,8 @@ def _benchmark_section(score: PresetScore, data_source: Mapping[str, Any] | None
     lines = [
         f"## {score.benchmark}: official scoring (rule: {score.rule})",
         "",
-        f"**{head.name}: {_pct(head.value)}** (coverage {_pct(head.coverage)}: {head.scored} of {head.items} items "
-        "with every candidate scored)",
+        f"**{head.name}: {_official(head.value)}** (coverage {_pct(head.coverage)}: {head.scored} of {head.items} "
+        "items with every candidate scored)",
         "",
     ]
     source = dict(data_source or {})
@@ -115,13 +115,13 @@ def _benchmark_section(score: PresetScore, data_source: Mapping[str, Any] | None
             continue
         lines += [f"| {table.title} | score | coverage | items |", "|---|---:|---:|---:|"]
         for row in table.rows:
-            lines.append(f"| {row.name} | {_pct(row.value)} | {_pct(row.coverage)} | {row.items} |")
+            lines.append(f"| {row.name} | {_official(row.value)} | {_pct(row.coverage)} | {row.items} |")
         lines.append("")
     for note in score.notes:
         lines.append(f"- Note: {note}")
     for key, value in score.extras.items():
         if isinstance(value, float):
-            lines.append(f"- {key.replace('_', ' ')}: {_pct(value)}")
+            lines.append(f"- {key.replace('_', ' ')}: {_official(value)}")
         elif key == "ties_parts":
             parts = ", ".join(
                 f"{k.replace('_', ' ')} {_num(v) if isinstance(v, float) else v}" for k, v in value.items()
@@ -142,6 +142,11 @@ def _benchmark_section(score: PresetScore, data_source: Mapping[str, Any] | None
 # -- Markdown ----------------------------------------------------------------------------------------------------------
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def _official(value: float | None) -> str:
+    # Official figures with two decimals, as JudgeBench prints them, so they can be set beside published numbers.
+    return "n/a" if value is None else f"{100 * value:.2f}%"
 
 
 def _num(value: float | None, digits: int = 3) -> str:
