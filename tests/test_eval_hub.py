@@ -223,3 +223,16 @@ def test_cli_refuses_preset_options_without_a_preset(tmp_path: Path, capsys: pyt
     assert main(["eval", "--benchmark", "judgebench", "--rule", "both", "--data", str(FIXTURES / "judgebench"),
                  "--out", str(tmp_path / "o"), "--model", "nosuch-model-for-this-test"]) == 2  # fmt: skip
     assert "--rule must be one of pointwise, single_game" in capsys.readouterr().err
+
+
+def test_a_hub_download_folder_loads_with_its_cache_ignored(tmp_path: Path) -> None:
+    # huggingface-cli download --local-dir DIR writes the hub's layout (data/, README.md) and a hidden .cache/ folder.
+    import shutil
+
+    shutil.copytree(FIXTURES / "judgebench", tmp_path / "data")
+    (tmp_path / "README.md").write_text("---\nlicense: mit\n---\n", encoding="utf-8")
+    (tmp_path / ".cache" / "huggingface").mkdir(parents=True)
+    (tmp_path / ".cache" / "huggingface" / "gpt-stale.jsonl").write_text("not json\n", encoding="utf-8")
+    data = load_benchmark("judgebench", tmp_path)
+    assert len(data.items) == 6
+    assert data.provenance["files"] == ["data/gpt-00000-of-00001.jsonl", "data/claude-00000-of-00001.jsonl"]

@@ -246,7 +246,8 @@ def _data_files(folder: Path) -> dict[str, list[str]]:
     (``gpt-00000-of-00001.jsonl`` -> ``gpt``), as the hub's own layout names them."""
     groups: dict[str, list[str]] = {}
     for path in sorted(folder.rglob("*")):
-        if path.is_file() and path.suffix in _DATA_SUFFIXES and not path.name.startswith("."):
+        hidden = any(part.startswith(".") for part in path.relative_to(folder).parts)  # .cache/ of a hub download
+        if path.is_file() and path.suffix in _DATA_SUFFIXES and not hidden:
             split = re.split(r"[-.]", path.name, maxsplit=1)[0] or "train"
             groups.setdefault(split, []).append(str(path))
     return groups
