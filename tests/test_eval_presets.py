@@ -274,3 +274,48 @@ def test_unknown_rule_and_benchmark_are_clear_errors() -> None:
         score_benchmark("judgebench", JB, rule="both")
     with pytest.raises(ValueError, match="unknown benchmark 'mtbench'"):
         score_benchmark("mtbench", JB)
+
+
+# -- cross-checks against numpy, the way the official scripts compute (random scores, many ties) -----------------------
+def test_rm_bench_matches_a_numpy_matrix_computation() -> None:
+    np = pytest.importorskip("numpy")
+    rng = np.random.default_rng(0)
+    records = []
+    chosen_all, rejected_all = [], []
+    for n in range(40):
+        chosen = rng.integers(0, 4, 3).astype(float)  # few values: many tied cells
+        rejected = rng.integers(0, 4, 3).astype(float)
+        chosen_all.append(chosen)
+        rejected_all.append(rejected)
+        records.append(styled(str(n), "chat", list(chosen), list(rejected)))
+    # numpy: per item a 3x3 boolean matrix chosen[i] > rejected[j], averaged over items; triangles by triu/tril.
+    wins = np.mean([c[:, None] > r[None, :] for c, r in zip(chosen_all, rejected_all, strict=True)], axis=0)
+    expected = {"hard": np.triu(wins, 1).sum() / 3, "normal": np.diag(wins).mean(), "easy": np.tril(wins, -1).sum() / 3}
+    assert rm_bench_bands(rm_bench_matrix(records)) == pytest.approx(expected)
+
+
+def test_rb2_ties_matches_numpy_division_semantics() -> None:
+    np = pytest.importorskip("numpy")
+    rng = np.random.default_rng(1)
+    records = []
+    ref_gap, tied_gap, spread = [], [], []
+    for p in range(30):
+        ref_c, ref_i = rng.integers(0, 5, 1).astype(float), rng.integers(0, 5, 3).astype(float)
+        tie_c, tie_i = rng.integers(0, 3, 2).astype(float), rng.integers(0, 5, 3).astype(float)
+        records += [record(f"ref:{p}", list(ref_c), list(ref_i)), record(f"tied:{p}", list(tie_c), list(tie_i))]
+        ref_gap.append(ref_c.min() - ref_i.max())
+        tied_gap.append(tie_c.min() - tie_i.max())
+        spread.append(tie_c.max() - tie_c.min())
+    rg, tg, sp = np.array(ref_gap), np.array(tied_gap), np.array(spread)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        margin = np.nan_to_num(np.tanh(np.minimum(rg, tg) / sp - 1), nan=0.0)
+    expected = (
+        0.30 * np.mean(tg > 0)
+        + 0.30 * np.mean(rg > 0)
+        + 0.20 * np.mean(tg > sp)
+        + 0.20 * np.mean(np.minimum(rg, tg) > sp)
+        + 0.01 * np.mean(margin)
+    )
+    assert (sp == 0).any()  # the zero-spread cases are exercised
+    score, _ = rb2_ties_score(records)
+    assert score == pytest.approx(float(expected))

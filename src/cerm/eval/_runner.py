@@ -206,7 +206,7 @@ def evaluate(
     items: Sequence[EvalItem],
     out_dir: str | os.PathLike[str],
     *,
-    data_name: str = "custom",
+    data_name: str | None = None,
     batch_size: int = 8,
     tie_policy: TiePolicy = "half",
     unscorable_policy: UnscorablePolicy = "wrong",
@@ -225,7 +225,7 @@ def evaluate(
         judge: any :class:`cerm.Judge`; items go through :meth:`~cerm.Judge.judge_batch`, ``batch_size`` at a time.
         items: from :func:`cerm.eval.load_items`.
         out_dir: output folder; rerunning into it resumes (see the module docs).
-        data_name: how the data is named in the report and the manifest.
+        data_name: how the data is named in the report and the manifest (default: the benchmark, else "custom").
         tie_policy, unscorable_policy: how ties and pairs without a verdict enter accuracy (see
             :mod:`cerm.eval._metrics`); both are stated in the report.
         plots: write PNG plots (needs matplotlib: ``pip install 'ce-rm[eval]'``).
@@ -249,6 +249,8 @@ def evaluate(
         benchmark = preset_name(benchmark)
         if rule is not None and rule not in SCORERS[benchmark][2]:
             raise ConfigurationError(f"{benchmark}: rule must be one of {SCORERS[benchmark][2]}, got {rule!r}")
+    if data_name is None:
+        data_name = benchmark or "custom"
     if not items:
         raise ConfigurationError("no items to evaluate")
     ids = [item.id for item in items]
