@@ -236,3 +236,14 @@ def test_a_hub_download_folder_loads_with_its_cache_ignored(tmp_path: Path) -> N
     data = load_benchmark("judgebench", tmp_path)
     assert len(data.items) == 6
     assert data.provenance["files"] == ["data/gpt-00000-of-00001.jsonl", "data/claude-00000-of-00001.jsonl"]
+
+
+def test_datasets_is_imported_only_to_load_a_benchmark(monkeypatch: pytest.MonkeyPatch) -> None:
+    code = "import sys, cerm.eval, cerm.cli._eval; print('datasets' in sys.modules)"
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.stdout.strip() == "False", done.stderr
+    # Without the package, loading a benchmark says what to install; your own JSONL needs nothing.
+    monkeypatch.setitem(sys.modules, "datasets", None)
+    with pytest.raises(DataError, match=r"pip install 'ce-rm\[eval\]'"):
+        load_benchmark("judgebench", FIXTURES / "judgebench")

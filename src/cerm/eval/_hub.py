@@ -6,7 +6,7 @@ publish) into :class:`~cerm.eval.EvalItem` s. Local files go through the same ``
 ``"parquet"`` builder), so a copy of the hub files, or the authors' own release files, load exactly like the hub. A
 folder holding ``all.jsonl`` in cerm's normalized schema (``shared/data/README.md``) is read as such.
 
-``datasets`` is imported only here and only when a benchmark is loaded: ``pip install datasets`` (or the ``trl`` extra).
+``datasets`` is imported only here and only when a benchmark is loaded: ``pip install 'ce-rm[eval]'``.
 """
 
 from __future__ import annotations
@@ -235,7 +235,7 @@ def _import_datasets() -> Any:
         import datasets
     except ImportError:
         raise DataError(
-            "loading a benchmark needs the 'datasets' package: pip install datasets (or 'ce-rm[trl]'); "
+            "loading a benchmark needs the 'datasets' package: pip install 'ce-rm[eval]' (or datasets); "
             "or give a JSONL file in cerm's normalized schema"
         ) from None
     return datasets
