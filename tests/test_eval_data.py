@@ -192,7 +192,7 @@ def test_runner_writes_records_report_and_plots(tmp_path: Path) -> None:
     report = run.report.read_text(encoding="utf-8")
     assert "| pairwise accuracy (ties: half, unscorable: wrong) | 64.3% |" in report
     assert "| coverage (pairs with both sides scored) | 85.7% |" in report
-    assert "| 4 | 1 | 1 | 100.0% | 25.0% | 0 |" in report  # p4 is a best-of-4 set the judge got right
+    assert "| 4 | 1 | 1 | 100.0% | 25.0% | 0 | 100.0% |" in report  # p4 is a best-of-4 set the judge got right
     assert {p.name for p in run.plots} == {"per_category_accuracy.png", "best_of_n_curve.png", "score_histogram.png"}
     assert all(p.stat().st_size > 1000 and p.read_bytes()[:4] == b"\x89PNG" for p in run.plots)
     again, _, _ = report_from_results(

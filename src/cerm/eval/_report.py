@@ -144,6 +144,10 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
+def _set_coverage(point: m.BestOfNPoint) -> float | None:
+    return (point.sets - point.unscorable_sets) / point.sets if point.sets else None
+
+
 def _official(value: float | None) -> str:
     # Official figures with two decimals, as JudgeBench prints them, so they can be set beside published numbers.
     return "n/a" if value is None else f"{100 * value:.2f}%"
@@ -237,11 +241,11 @@ def render_report(
         "",
         "Accuracy under each tie policy (unscorable pairs: " + unsc + "):",
         "",
-        "| tie policy | accuracy |",
-        "|---|---:|",
+        "| tie policy | accuracy | coverage |",
+        "|---|---:|---:|",
     ]
     for policy, s in metrics["pairwise_by_tie_policy"].items():
-        lines.append(f"| {policy} | {_pct(s.accuracy)} |")
+        lines.append(f"| {policy} | {_pct(s.accuracy)} | {_pct(s.coverage)} |")
     lines.append("")
 
     lines += ["## Per category", "", *_stats_table("category", metrics["by_category"])]
@@ -286,13 +290,13 @@ def render_report(
     bon: list[m.BestOfNPoint] = metrics["best_of_n"]
     lines += ["Full sets (each chosen answer against all rejected answers of its item):", ""]
     lines += [
-        "| N | sets | items | accuracy | random | sets with an unscorable candidate |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "| N | sets | items | accuracy | random | sets with an unscored candidate | coverage |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for p in bon:
         lines.append(
             f"| {p.n_candidates} | {p.sets} | {p.items} | {_pct(p.accuracy)} | {_pct(p.baseline)} | "
-            f"{p.unscorable_sets} |"
+            f"{p.unscorable_sets} | {_pct(_set_coverage(p))} |"
         )
     lines.append("")
     curve: list[m.BestOfNPoint] = metrics["best_of_n_curve"]
@@ -302,11 +306,14 @@ def render_report(
             f"every combination of N - 1 of its rejected answers (at most {m.MAX_COMBINATIONS}, seeded sample), all "
             "scored under the item's one criteria set; an item weighs the same at every N.",
             "",
-            "| N | items | sets | accuracy | random |",
-            "|---:|---:|---:|---:|---:|",
+            "| N | items | sets | accuracy | random | coverage |",
+            "|---:|---:|---:|---:|---:|---:|",
         ]
         for p in curve:
-            lines.append(f"| {p.n_candidates} | {p.items} | {p.sets} | {_pct(p.accuracy)} | {_pct(p.baseline)} |")
+            lines.append(
+                f"| {p.n_candidates} | {p.items} | {p.sets} | {_pct(p.accuracy)} | {_pct(p.baseline)} | "
+                f"{_pct(_set_coverage(p))} |"
+            )
         lines.append("")
     else:
         lines += [
@@ -325,9 +332,14 @@ def render_report(
         f"| scored judgments | {lb['scored_judgments']} |",
         f"| Pearson r (score, length) | {_num(lb['pearson'])} |",
         f"| Spearman rho (score, length) | {_num(lb['spearman'])} |",
-        f"| accuracy, chosen is shorter ({lb['chosen_shorter'].n} pairs) | {_pct(lb['chosen_shorter'].accuracy)} |",
-        f"| accuracy, chosen is longer ({lb['chosen_longer'].n} pairs) | {_pct(lb['chosen_longer'].accuracy)} |",
-        f"| accuracy, same length ({lb['same_length'].n} pairs) | {_pct(lb['same_length'].accuracy)} |",
+        *(
+            f"| accuracy, {label} ({lb[key].n} pairs) | {_pct(lb[key].accuracy)} (coverage {_pct(lb[key].coverage)}) |"
+            for key, label in (
+                ("chosen_shorter", "chosen is shorter"),
+                ("chosen_longer", "chosen is longer"),
+                ("same_length", "same length"),
+            )
+        ),
         f"| judge preferred the longer answer (of {lb['decided_pairs']} decided pairs) | "
         f"{_pct(lb['prefers_longer_rate'])} |",
         "",
