@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
+from _support import SHARED as SHARED_ROOT
 from cerm import Judge
 from cerm.backends import MockBackend, SamplingParams
 from cerm.eval import (
     DataError,
     build_items,
-    data_dir,
     evaluate,
     load_items,
     load_rows,
@@ -28,8 +28,22 @@ from cerm.eval import (
 )
 from cerm.protocol import Conversation
 
-SHARED = data_dir()
-needs_shared = pytest.mark.skipif(not (SHARED / "llmbar" / "all.jsonl").is_file(), reason="shared data not present")
+SHARED = SHARED_ROOT / "data"
+_absent = pytest.mark.skipif(
+    not (SHARED / "llmbar" / "all.jsonl").is_file(),
+    reason="../shared/data (the repository's benchmark copies) is absent",
+)
+
+
+def needs_shared(test: Any) -> Any:
+    """Marks a test that reads ../shared/data (``-m shared_data`` selects them) and skips it where that is absent."""
+    return pytest.mark.shared_data(_absent(test))
+
+
+@pytest.fixture(autouse=True)
+def _shared_data_dir(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The shared copies are found by name only through $CERM_DATA_DIR: cerm itself never looks beside the repository.
+    monkeypatch.setenv("CERM_DATA_DIR", str(SHARED))
 
 
 def row(rid: str, prompt: str = "Say hi.", chosen: str = "Hi!", rejected: Any = ("Bye.",), **kw: Any) -> dict[str, Any]:
@@ -117,8 +131,15 @@ def test_bad_rows_name_file_and_line(tmp_path: Path, line: str, message: str) ->
 
 
 def test_unknown_name_lists_known_benchmarks() -> None:
-    with pytest.raises(DataError, match=r"not a shared benchmark: hh_rlhf, judgebench, llmbar, rm_bench"):
+    with pytest.raises(DataError, match=r"not a benchmark folder: hh_rlhf, judgebench, llmbar, rm_bench"):
         load_rows("mt_bench")
+
+
+def test_a_name_without_cerm_data_dir_points_to_the_hub(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A user who ran pip install has no ../shared: the error says how to get the data, and nothing looks beside cerm.
+    monkeypatch.delenv("CERM_DATA_DIR")
+    with pytest.raises(DataError, match=r"set CERM_DATA_DIR .*--benchmark NAME"):
+        load_rows("llmbar")
 
 
 def test_limit_without_seed_takes_the_first_items() -> None:
@@ -165,13 +186,18 @@ def test_runner_writes_records_report_and_plots(tmp_path: Path) -> None:
     stats = run.metrics["pairwise"]
     # pairs: p0 win (7>3), p1 loss (2<3), p2 tie, p3 unscorable, p4: 9 vs 3, 2, 8 -> win, win, win
     assert (stats.wins, stats.losses, stats.ties, stats.unscorable) == (4, 1, 1, 1)
-    assert stats.accuracy == pytest.approx((4 + 0.5 + 0.5) / 7)
+    # Default policies: a tie earns half, a pair without a verdict earns nothing (a failure is never credit).
+    assert stats.accuracy == pytest.approx((4 + 0.5) / 7)
+    assert stats.coverage == pytest.approx(6 / 7)
     report = run.report.read_text(encoding="utf-8")
-    assert "| pairwise accuracy (ties: half, unscorable: tie) | 71.4% |" in report
-    assert "| 4 | 1 | 1 | 100.0% | 25.0% | 0 |" in report  # p4 is a best-of-4 set the judge got right
+    assert "| pairwise accuracy (ties: half, unscorable: wrong) | 64.3% |" in report
+    assert "| coverage (pairs with both sides scored) | 85.7% |" in report
+    assert "| 4 | 1 | 1 | 100.0% | 25.0% | 0 | 100.0% |" in report  # p4 is a best-of-4 set the judge got right
     assert {p.name for p in run.plots} == {"per_category_accuracy.png", "best_of_n_curve.png", "score_histogram.png"}
     assert all(p.stat().st_size > 1000 and p.read_bytes()[:4] == b"\x89PNG" for p in run.plots)
-    again, _, _ = report_from_results(tmp_path / "out", tie_policy="excluded", plots=False)
+    again, _, _ = report_from_results(
+        tmp_path / "out", tie_policy="excluded", unscorable_policy="excluded", plots=False
+    )
     assert again["pairwise"].accuracy == pytest.approx(4 / 5)
 
 
@@ -255,10 +281,64 @@ def test_cli_report_only_and_bad_input(tmp_path: Path, capsys: pytest.CaptureFix
     evaluate(judge, load_items(ROWS), tmp_path / "run", progress=False, plots=False)
     assert main(["eval", "--out", str(tmp_path / "run"), "--report-only", "--tie-policy", "wrong", "--no-plots"]) == 0
     report = (tmp_path / "run" / "report.md").read_text(encoding="utf-8")
-    assert "| pairwise accuracy (ties: wrong, unscorable: tie) | 57.1% |" in report  # (4 wins) / 7 pairs
+    assert "| pairwise accuracy (ties: wrong, unscorable: wrong) | 57.1% |" in report  # (4 wins) / 7 pairs
     # Bad input fails fast with exit code 2 and a message naming the problem, before any model is loaded.
     assert main(["eval", "--data", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "x")]) == 2
     assert "no data file" in capsys.readouterr().err
+    assert main(["eval", "--benchmark", "nosuch", "--out", str(tmp_path / "x")]) == 2
+    assert "unknown benchmark 'nosuch'" in capsys.readouterr().err
     assert main(["eval", "--out", str(tmp_path / "empty"), "--report-only"]) == 2
     assert "not a cerm eval output folder" in capsys.readouterr().err
     assert main(["eval", "--out", str(tmp_path / "x")]) == 2
+
+
+# -- errors are not final; provenance identifies the judge -------------------------------------------------------------
+def test_errored_items_are_counted_then_judged_again_by_a_rerun(tmp_path: Path) -> None:
+    from cerm.backends import Completion
+
+    outage = {"on": True}
+
+    def flaky(conversation: Conversation, params: SamplingParams, sample: int) -> str | Completion:
+        if outage["on"] and "Q1?" in conversation[0]["content"] and len(conversation) > 1:
+            return Completion.failed("connection refused")  # the server went down: no judgment
+        return scripted(conversation, params, sample)
+
+    items = load_items(ROWS)
+    backend = MockBackend(flaky)
+    first = evaluate(Judge(backend), items, tmp_path, batch_size=2, progress=False, plots=False)
+    assert first.errored_items == 1
+    p1 = first.records[1]
+    assert [c["status"] for c in p1["candidates"]] == ["error", "error"]
+    assert first.metrics["judgments"]["errors"] == 2
+    assert "ERRORS: 2 judgment(s) in 1 item(s)" in first.report.read_text(encoding="utf-8")
+
+    outage["on"] = False  # the server is back: a rerun judges p1 again (and only the chunk holding it)
+    calls = len(backend.calls)
+    second = evaluate(Judge(backend), items, tmp_path, batch_size=2, progress=False, plots=False)
+    assert second.errored_items == 0
+    assert (second.resumed_items, second.judged_items) == (4, 1)
+    assert len(backend.calls) > calls
+    assert [c["status"] for c in second.records[1]["candidates"]] == ["scored", "scored"]
+    on_disk = read_results(tmp_path / "results.jsonl")
+    assert [r["id"] for r in on_disk] == ["p0", "p1", "p2", "p3", "p4"]  # the errored try is gone, nothing doubled
+    clean = evaluate(mock_judge()[0], items, tmp_path / "clean", batch_size=2, progress=False, plots=False)
+    assert on_disk == clean.records
+
+
+def test_a_rerun_with_other_backend_settings_is_refused(tmp_path: Path) -> None:
+    class Described(MockBackend):
+        def __init__(self, dtype: str) -> None:
+            super().__init__(scripted)
+            self.dtype = dtype
+
+        def describe(self) -> dict[str, Any]:
+            return {**super().describe(), "dtype": self.dtype, "adapter_sha256": "ab12"}
+
+    items = load_items(ROWS)
+    evaluate(Judge(Described("bfloat16")), items, tmp_path, progress=False, plots=False)
+    manifest = json.loads((tmp_path / "run.json").read_text(encoding="utf-8"))
+    assert manifest["judge"]["backend_settings"]["dtype"] == "bfloat16"
+    with pytest.raises(ValueError, match=r"backend settings \(dtype\)"):
+        evaluate(Judge(Described("float32")), items, tmp_path, progress=False, plots=False)
+    same = evaluate(Judge(Described("bfloat16")), items, tmp_path, progress=False, plots=False)
+    assert same.resumed_items == 5

@@ -178,7 +178,7 @@ def test_rm_bench_grid_by_hand() -> None:
 
 def test_best_of_n_full_sets_and_curve_by_hand() -> None:
     records = [styled("i1", [5, 6, 7], [4, 6, 8]), styled("i2", [9, None, 3], [1, 2, 3])]
-    full = best_of_n(records)
+    full = best_of_n(records, "tie")
     assert len(full) == 1
     assert full[0].n_candidates == 4
     # i1: chosen 5 vs {4,6,8} -> 0; 6 -> 0; 7 -> 0.   i2: 9 -> 1; None -> 1/4 (tie policy); 3 vs {1,2,3} -> 1/2.
@@ -186,8 +186,10 @@ def test_best_of_n_full_sets_and_curve_by_hand() -> None:
     assert full[0].items == 2
     assert full[0].unscorable_sets == 1
     assert full[0].accuracy == pytest.approx((0 + 0 + 0 + 1 + 0.25 + 0.5) / 6)
+    # The default: a set with an unscored candidate earns nothing (a failure is never credit).
+    assert best_of_n(records)[0].accuracy == pytest.approx((0 + 0 + 0 + 1 + 0 + 0.5) / 6)
 
-    curve = best_of_n_curve(records)
+    curve = best_of_n_curve(records, "tie")
     assert [p.n_candidates for p in curve] == [2, 3, 4]
     # N=2: per chosen answer, mean over its 3 single rejected answers; the point is the mean over chosen answers.
     # i1: 5 -> (1,0,0) = 1/3; 6 -> (1, .5, 0) = .5; 7 -> (1,1,0) = 2/3

@@ -4,20 +4,29 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Mapping
 from typing import Any
 
+from cerm._errors import ConfigurationError
 from cerm.cli import EXIT_OK, InputError
 
 EPILOG = """\
 examples:
-  cerm eval --data llmbar --limit 100 --seed 0 --out runs/llmbar
+  cerm eval --benchmark rewardbench2 --limit 100 --data-seed 0 --out runs/rb2      # from the Hugging Face Hub
+  cerm eval --benchmark judgebench --rule single_game --out runs/jb
+  cerm eval --benchmark rm-bench --data ./RM-Bench/ --out runs/rmb                  # the hub's files, local
   cerm eval --data my_pairs.jsonl --model PKU-ONELab/CE-RM-4B --out runs/mine
-  cerm eval --data rm_bench --limit 20 --out runs/rmb --tie-policy excluded
+  cerm eval --out runs/rb2 --report-only --rule official                            # re-read, no judging
 
---data is a JSONL file in the normalized schema ({"id", "prompt", "chosen", "rejected": [...], "category", "subset",
-"meta"}), a folder holding all.jsonl, or a shared benchmark name (llmbar, judgebench, rm_bench, hh_rlhf) looked up in
-$CERM_DATA_DIR or ../shared/data beside the repository. --seed picks the slice (a seeded sample of --limit items;
-without --seed the first --limit items) and is also the judge's sampling seed. Rerunning with the same --out resumes.
+--benchmark (rewardbench2, rewardbench, rm-bench, judgebench, llmbar) loads the benchmark from the Hugging Face Hub at
+a pinned revision (--revision to change it), or from $CERM_DATA_DIR/<name>/, or from --data (a local copy of the hub's
+files, the authors' release files, or cerm's normalized all.jsonl), and the report opens with the benchmark's official
+figures, computed with the official rule (--rule picks another of the preset's rules), each with its coverage.
+
+--data alone is your own JSONL in cerm's normalized schema ({"id", "prompt", "chosen", "rejected": [...], "category",
+"subset", "meta"}) or a folder holding all.jsonl. --data-seed picks the slice (a seeded sample of --limit items; without
+it the first --limit items); --seed is the judge's sampling seed. Rerunning with the same --out resumes, and judges
+again the items whose judgment errored (no judgment produced).
 """
 
 
@@ -26,22 +35,33 @@ def register(subparsers: Any) -> None:
 
     parser = subparsers.add_parser(
         "eval",
-        help="evaluate the judge on a benchmark: accuracy tables, Best-of-N, length bias, plots",
+        help="evaluate the judge on a benchmark: official scores, accuracy tables, Best-of-N, length bias, plots",
         description="Evaluate a CE-RM judge on preference data. Each item's candidates share one criteria set.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     group = parser.add_argument_group("evaluation")
-    group.add_argument("--data", help="JSONL file, folder with all.jsonl, or shared benchmark name")
+    group.add_argument(
+        "--benchmark",
+        metavar="NAME",
+        help="benchmark preset: rewardbench2, rewardbench, rm-bench, judgebench, llmbar (official scoring)",
+    )
+    group.add_argument("--rule", help="another of the preset's scoring rules (see benchmarks/README.md)")
+    group.add_argument("--revision", help="hub revision of the benchmark (default: the preset's pinned one)")
+    group.add_argument("--data", help="your JSONL file or folder; with --benchmark, a local copy of the benchmark")
     group.add_argument("--out", required=True, metavar="DIR", help="output folder (rerun into it to resume)")
-    group.add_argument("--limit", type=int, default=None, help="evaluate this many items (a seeded sample with --seed)")
+    group.add_argument("--limit", type=int, default=None, help="evaluate this many items (see --data-seed)")
+    group.add_argument(
+        "--data-seed", type=int, default=None, help="pick --limit items by a seeded sample (default: the first ones)"
+    )
     group.add_argument("--batch-size", type=int, default=8, help="items per judge_batch call (default 8)")
     group.add_argument("--tie-policy", choices=["half", "wrong", "excluded"], default="half", help="default: half")
     group.add_argument(
         "--unscorable-policy",
-        choices=["tie", "wrong", "excluded"],
-        default="tie",
-        help="how a pair with an UNSCORABLE side counts (default: tie, i.e. per --tie-policy)",
+        choices=["wrong", "tie", "excluded"],
+        default="wrong",
+        help="how a pair with an unscored side (UNSCORABLE or ERROR) counts in cerm's own accuracy (default: wrong; "
+        "never credit). Presets follow their official rule",
     )
     group.add_argument("--no-plots", action="store_true", help="skip the PNG plots (no matplotlib needed)")
     group.add_argument("--full", action="store_true", help="store prompt, criteria and evaluation texts per item")
@@ -51,7 +71,7 @@ def register(subparsers: Any) -> None:
         "--report-only",
         action="store_true",
         help="no judging: rebuild metrics, report and plots from the results already in --out (for example under "
-        "another --tie-policy, or to look at an unfinished run, which the report then marks as incomplete)",
+        "another --tie-policy or --rule, or to look at an unfinished run, which the report then marks as incomplete)",
     )
     add_judge_options(parser)
     parser.set_defaults(func=run)
@@ -59,47 +79,89 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cerm.cli._common import config_from_args, judge_from_args
-    from cerm.eval import DataError, evaluate, load_items
+    from cerm.eval import SCORERS, DataError, evaluate, load_benchmark, load_items, preset_name
 
     if args.report_only:
         return _report_only(args)
-    if not args.data:
-        raise InputError("give --data (a JSONL file or a shared benchmark name), or --report-only")
+    if not args.data and not args.benchmark:
+        raise InputError("give --benchmark NAME, --data (your JSONL file), or --report-only")
+    if not args.benchmark and (args.rule or args.revision):
+        raise InputError("--rule and --revision belong to a benchmark preset: add --benchmark NAME")
     if args.batch_size < 1:
         raise InputError("--batch-size must be >= 1")
     if args.limit is not None and args.limit < 1:
         raise InputError("--limit must be >= 1")
     config_from_args(args)  # bad settings fail before the data is read
+    benchmark = None
+    source: dict[str, Any] = {}
     try:
-        items = load_items(args.data, limit=args.limit, seed=args.seed)
-    except DataError as exc:
+        if args.benchmark:
+            benchmark = preset_name(args.benchmark)
+            rules = SCORERS[benchmark][2]
+            if args.rule is not None and args.rule not in rules:  # before the (slow) data and model loads
+                raise InputError(f"{benchmark}: --rule must be one of {', '.join(rules)}, got {args.rule!r}")
+            loaded = load_benchmark(benchmark, args.data, revision=args.revision, limit=args.limit, seed=args.data_seed)
+            items, source = loaded.items, loaded.provenance
+        else:
+            items = load_items(args.data, limit=args.limit, seed=args.data_seed)
+            source = {"source": "local", "path": str(args.data)}
+    except (DataError, ConfigurationError) as exc:
         raise InputError(str(exc)) from None
-    info = {"data": args.data, "slice": _slice_text(args, len(items))}
+    data_name = benchmark or args.data
+    info = {"data": data_name, "slice": _slice_text(args, len(items))}
     with judge_from_args(args) as judge:
-        result = evaluate(
-            judge,
-            items,
-            args.out,
-            data_name=args.data,
-            batch_size=args.batch_size,
-            tie_policy=args.tie_policy,
-            unscorable_policy=args.unscorable_policy,
-            plots=not args.no_plots,
-            full=args.full,
-            fresh=args.fresh,
-            progress=not args.no_progress,
-            info=info,
-        )
-    stats = result.metrics["pairwise"]
-    acc = "n/a" if stats.accuracy is None else f"{100 * stats.accuracy:.1f}%"
-    rate = result.metrics["judgments"]["unscorable_rate"]
+        try:
+            result = evaluate(
+                judge,
+                items,
+                args.out,
+                data_name=data_name,
+                batch_size=args.batch_size,
+                tie_policy=args.tie_policy,
+                unscorable_policy=args.unscorable_policy,
+                plots=not args.no_plots,
+                full=args.full,
+                fresh=args.fresh,
+                progress=not args.no_progress,
+                info=info,
+                benchmark=benchmark,
+                rule=args.rule,
+                data_source=source,
+            )
+        except ConfigurationError as exc:
+            raise InputError(str(exc)) from None
     print(
-        f"cerm eval: {len(result.records)} items ({result.resumed_items} resumed), pairwise accuracy {acc} "
-        f"(ties: {args.tie_policy}, unscorable: {args.unscorable_policy}), unscorable judgments "
-        f"{'n/a' if rate is None else f'{100 * rate:.1f}%'}; report: {result.report}",
+        f"cerm eval: {len(result.records)} items ({result.resumed_items} resumed); {_summary(result.metrics)}; "
+        f"report: {result.report}",
         file=sys.stderr,
     )
+    if result.errored_items:
+        print(
+            f"cerm eval: {result.errored_items} item(s) errored (no judgment produced); rerun the same command to "
+            "judge them again",
+            file=sys.stderr,
+        )
     return EXIT_OK
+
+
+def _summary(metrics: Mapping[str, Any]) -> str:
+    stats = metrics["pairwise"]
+    judg = metrics["judgments"]
+    parts = []
+    preset = metrics.get("benchmark")
+    if preset is not None:
+        head = preset.headline
+        parts.append(f"{preset.benchmark} {head.name}: {_pct(head.value)} (coverage {_pct(head.coverage)})")
+    parts.append(
+        f"pairwise accuracy {_pct(stats.accuracy)} (coverage {_pct(stats.coverage)}; ties: {stats.tie_policy}, "
+        f"unscored: {stats.unscorable_policy})"
+    )
+    parts.append(f"judgments scored {_pct(judg['coverage'])}, errored {judg.get('errors', 0)}")
+    return "; ".join(parts)
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
 def _report_only(args: argparse.Namespace) -> int:
@@ -107,20 +169,25 @@ def _report_only(args: argparse.Namespace) -> int:
 
     try:
         metrics, report, _ = report_from_results(
-            args.out, tie_policy=args.tie_policy, unscorable_policy=args.unscorable_policy, plots=not args.no_plots
+            args.out,
+            tie_policy=args.tie_policy,
+            unscorable_policy=args.unscorable_policy,
+            plots=not args.no_plots,
+            benchmark=args.benchmark,
+            rule=args.rule,
         )
-    except DataError as exc:
+    except (DataError, ConfigurationError) as exc:
         raise InputError(str(exc)) from None
-    stats = metrics["pairwise"]
-    acc = "n/a" if stats.accuracy is None else f"{100 * stats.accuracy:.1f}%"
-    done = metrics["items"]
-    print(f"cerm eval: report rebuilt from {done} items, pairwise accuracy {acc}; report: {report}", file=sys.stderr)
+    print(
+        f"cerm eval: report rebuilt from {metrics['items']} items; {_summary(metrics)}; report: {report}",
+        file=sys.stderr,
+    )
     return EXIT_OK
 
 
 def _slice_text(args: argparse.Namespace, n: int) -> str:
     if args.limit is None:
         return f"all {n} items"
-    if args.seed is None:
+    if args.data_seed is None:
         return f"the first {n} items"
-    return f"{n} items sampled with seed {args.seed} (kept in data order)"
+    return f"{n} items sampled with data seed {args.data_seed} (kept in data order)"

@@ -1,13 +1,16 @@
 """Evaluate a cerm judge on reward-model benchmarks: loaders, published metrics, a resumable runner, reports, plots.
 
 >>> from cerm import Judge, JudgeConfig
->>> from cerm.eval import evaluate, load_items
->>> items = load_items("llmbar", limit=100, seed=0)           # doctest: +SKIP
->>> run = evaluate(Judge("demo"), items, "out/llmbar")        # doctest: +SKIP
->>> run.metrics["pairwise"].accuracy                          # doctest: +SKIP
+>>> from cerm.eval import evaluate, load_benchmark
+>>> data = load_benchmark("rewardbench2", limit=100, seed=0)                  # doctest: +SKIP
+>>> run = evaluate(Judge("demo"), data.items, "out/rb2", benchmark="rewardbench2",
+...                data_source=data.provenance)                                # doctest: +SKIP
+>>> run.metrics["benchmark"].headline.value                                    # doctest: +SKIP
 
-Data is the normalized preference JSONL of ``shared/data/README.md`` (your own files too); shared benchmarks are found
-by name under ``$CERM_DATA_DIR`` or ``../shared/data`` beside the repository. Plots need ``pip install 'ce-rm[eval]'``.
+Benchmark presets (``rewardbench2``, ``rewardbench``, ``rm-bench``, ``judgebench``, ``llmbar``) load from the Hugging
+Face Hub at a pinned revision (or ``$CERM_DATA_DIR``, a local folder or file, a ``datasets.Dataset``) and are scored
+exactly as their authors' code scores them (:mod:`cerm.eval._presets`). Your own data is the normalized preference
+JSONL of ``shared/data/README.md`` (:func:`load_items`). Plots need ``pip install 'ce-rm[eval]'``.
 """
 
 from cerm.eval._data import (
@@ -23,6 +26,7 @@ from cerm.eval._data import (
     resolve_data,
     select_items,
 )
+from cerm.eval._hub import ADAPTERS, HUB_SOURCES, BenchmarkData, HubSource, load_benchmark
 from cerm.eval._metrics import (
     TIE_POLICIES,
     UNSCORABLE_POLICIES,
@@ -43,21 +47,41 @@ from cerm.eval._metrics import (
     pairs,
     style_grid,
 )
+from cerm.eval._presets import (
+    SCORERS,
+    Figure,
+    PresetScore,
+    Table,
+    preset_name,
+    rb2_best_of_4_credit,
+    rb2_ties_score,
+    rm_bench_bands,
+    rm_bench_matrix,
+    score_benchmark,
+)
 from cerm.eval._report import compute_metrics, render_report, report_from_results
-from cerm.eval._runner import EvalRun, evaluate, items_fingerprint, read_results
+from cerm.eval._runner import EvalRun, evaluate, items_fingerprint, read_results, record_errored
 
 __all__ = [
+    "ADAPTERS",
     "DATA_DIR_ENV",
+    "HUB_SOURCES",
+    "SCORERS",
     "SHARED_BENCHMARKS",
     "TIE_POLICIES",
     "UNSCORABLE_POLICIES",
+    "BenchmarkData",
     "BenchmarkRow",
     "BestOfNPoint",
     "DataError",
     "EvalItem",
     "EvalRun",
+    "Figure",
+    "HubSource",
     "Pair",
     "PairStats",
+    "PresetScore",
+    "Table",
     "TiePolicy",
     "UnscorablePolicy",
     "best_of_n",
@@ -72,15 +96,23 @@ __all__ = [
     "items_fingerprint",
     "judgment_stats",
     "length_bias",
+    "load_benchmark",
     "load_items",
     "load_rows",
     "outcome",
     "pair_stats",
     "pairs",
+    "preset_name",
+    "rb2_best_of_4_credit",
+    "rb2_ties_score",
     "read_results",
+    "record_errored",
     "render_report",
     "report_from_results",
     "resolve_data",
+    "rm_bench_bands",
+    "rm_bench_matrix",
+    "score_benchmark",
     "select_items",
     "style_grid",
 ]

@@ -23,7 +23,7 @@ from typing import Any
 from cerm._errors import ConfigurationError
 from cerm._jsonl import iter_json_lines
 
-#: Environment variable naming the folder that holds the shared benchmarks (``<dir>/<name>/all.jsonl``).
+#: Environment variable naming a folder of benchmarks: ``<dir>/<name>/all.jsonl`` or the hub's files in it.
 DATA_DIR_ENV = "CERM_DATA_DIR"
 
 #: Shared benchmark names (and aliases) that resolve to ``<data dir>/<folder>/all.jsonl``.
@@ -78,19 +78,16 @@ class EvalItem:
     meta: Mapping[str, Any] = field(default_factory=dict)
 
 
-def _repo_data_dir() -> Path:
-    # src/cerm/eval/_data.py -> the repository root is three levels above the package; the shared data lives beside it.
-    return Path(__file__).resolve().parents[4] / "shared" / "data"
-
-
-def data_dir() -> Path:
-    """Where shared benchmarks are looked up: ``$CERM_DATA_DIR``, else ``../shared/data`` beside the repository."""
+def data_dir() -> Path | None:
+    """Where benchmarks are looked up by folder name: ``$CERM_DATA_DIR``, or None when it is not set (cerm never
+    looks beside its own installation: a benchmark preset loads from the Hugging Face Hub instead)."""
     env = os.environ.get(DATA_DIR_ENV)
-    return Path(env) if env else _repo_data_dir()
+    return Path(env) if env else None
 
 
 def resolve_data(source: str | os.PathLike[str]) -> Path:
-    """A JSONL file for ``source``: an existing file, a folder holding ``all.jsonl``, or a shared benchmark name."""
+    """A JSONL file for ``source``: an existing file, a folder holding ``all.jsonl``, or a benchmark folder name under
+    ``$CERM_DATA_DIR``."""
     path = Path(source)
     if path.is_file():
         return path
@@ -98,15 +95,22 @@ def resolve_data(source: str | os.PathLike[str]) -> Path:
         return path / "all.jsonl"
     name = str(source)
     if name in SHARED_BENCHMARKS:
-        candidate = data_dir() / SHARED_BENCHMARKS[name] / "all.jsonl"
+        folder = data_dir()
+        if folder is None:
+            raise DataError(
+                f"{name!r} is not a file; set {DATA_DIR_ENV} to the folder that holds "
+                f"'{SHARED_BENCHMARKS[name]}/all.jsonl', or load the benchmark from the Hugging Face Hub with "
+                "cerm eval --benchmark NAME (cerm.eval.load_benchmark)"
+            )
+        candidate = folder / SHARED_BENCHMARKS[name] / "all.jsonl"
         if candidate.is_file():
             return candidate
         raise DataError(
-            f"shared benchmark {name!r} not found at {candidate}; set {DATA_DIR_ENV} to the folder that holds "
-            f"'{SHARED_BENCHMARKS[name]}/all.jsonl'"
+            f"benchmark {name!r} not found at {candidate} ({DATA_DIR_ENV}={folder}); put "
+            f"'{SHARED_BENCHMARKS[name]}/all.jsonl' there, or use cerm eval --benchmark NAME to load it from the hub"
         )
     known = ", ".join(sorted(set(SHARED_BENCHMARKS.values())))
-    raise DataError(f"no data file {name!r} (not a file, not a folder with all.jsonl, not a shared benchmark: {known})")
+    raise DataError(f"no data file {name!r} (not a file, not a folder with all.jsonl, not a benchmark folder: {known})")
 
 
 def _row_from_dict(obj: Any, where: str) -> BenchmarkRow:

@@ -4,7 +4,7 @@ A record is what the runner writes per item (one JSON line)::
 
     {"id": ..., "category": ..., "subset": ..., "meta": {...},
      "candidates": [{"label": "chosen"|"rejected", "style": str|None, "chars": int,
-                     "status": "scored"|"unscorable", "score": float|None, "reason": str|None}, ...]}
+                     "status": "scored"|"unscorable"|"error", "score": float|None, "reason": str|None}, ...]}
 
 Pairwise protocol. A pointwise judge scores each candidate once, under criteria shared by every candidate of the item,
 so the order in which a pair is shown does not exist and position bias cannot arise: there is no "both orders" pass
@@ -12,13 +12,17 @@ so the order in which a pair is shown does not exist and position bias cannot ar
 plain pair, 9 for an RM-Bench item); accuracies pool pairs.
 
 Outcomes of a pair: ``win`` (chosen scored strictly higher), ``loss``, ``tie`` (equal scores), ``unscorable``
-(either side UNSCORABLE: the judge gave no verdict). How ties and unscorable pairs enter accuracy is explicit:
+(either side has no score: UNSCORABLE, the judge gave no verdict, or ERROR, no judgment was produced). How ties and
+pairs without a verdict enter accuracy is explicit:
 
 * ``tie_policy``: ``"half"`` (0.5 credit, default, the expectation of a coin flip), ``"wrong"`` (0), ``"excluded"``
   (left out of the denominator);
-* ``unscorable_policy``: ``"tie"`` (default: no verdict is treated as a tie, so it follows ``tie_policy``),
-  ``"wrong"`` (0), ``"excluded"`` (left out). Their count and rate are always reported next to the accuracy, and
-  ``scorable_accuracy`` gives the accuracy over the pairs with two scores only.
+* ``unscorable_policy``: ``"wrong"`` (default: a failure is never credit), ``"tie"`` (treated as a tie, so it follows
+  ``tie_policy``), ``"excluded"`` (left out). Every accuracy is reported with its coverage (the share of pairs with
+  two scores), and ``scorable_accuracy`` gives the accuracy over those pairs only. A judge that scores nothing has
+  coverage 0% and accuracy 0%, never 50%.
+
+Benchmarks scored as their authors score them are in :mod:`cerm.eval._presets`.
 
 Best-of-N follows RewardBench 2: the chosen answer earns 1 when it alone has the top score, 1/m when it ties with m-1
 others at the top, 0 otherwise. A set with any UNSCORABLE candidate follows ``unscorable_policy``: ``"tie"`` counts it
@@ -43,7 +47,7 @@ Outcome = Literal["win", "loss", "tie", "unscorable"]
 Record = Mapping[str, Any]
 
 TIE_POLICIES: tuple[str, ...] = ("half", "wrong", "excluded")
-UNSCORABLE_POLICIES: tuple[str, ...] = ("tie", "wrong", "excluded")
+UNSCORABLE_POLICIES: tuple[str, ...] = ("wrong", "tie", "excluded")
 
 #: Best-of-N sets bigger than this many combinations per chosen answer are subsampled (seeded) for the curve.
 MAX_COMBINATIONS = 64
@@ -68,7 +72,7 @@ def outcome(chosen: float | None, rejected: float | None) -> Outcome:
 
 
 def credit(
-    result: Outcome, tie_policy: TiePolicy = "half", unscorable_policy: UnscorablePolicy = "tie"
+    result: Outcome, tie_policy: TiePolicy = "half", unscorable_policy: UnscorablePolicy = "wrong"
 ) -> float | None:
     """The accuracy credit of one pair; None means excluded from the denominator."""
     if result == "win":
@@ -120,6 +124,11 @@ class PairStats:
     def unscorable_rate(self) -> float | None:
         return self.unscorable / self.n if self.n else None
 
+    @property
+    def coverage(self) -> float | None:
+        """The share of pairs in which both sides were scored (None for no pairs)."""
+        return (self.n - self.unscorable) / self.n if self.n else None
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "n": self.n,
@@ -130,6 +139,7 @@ class PairStats:
             "accuracy": self.accuracy,
             "scorable_accuracy": self.scorable_accuracy,
             "unscorable_rate": self.unscorable_rate,
+            "coverage": self.coverage,
             "tie_policy": self.tie_policy,
             "unscorable_policy": self.unscorable_policy,
         }
@@ -173,7 +183,7 @@ def pairs(records: Iterable[Record]) -> list[Pair]:
 
 
 def pair_stats(
-    selected: Sequence[Pair], tie_policy: TiePolicy = "half", unscorable_policy: UnscorablePolicy = "tie"
+    selected: Sequence[Pair], tie_policy: TiePolicy = "half", unscorable_policy: UnscorablePolicy = "wrong"
 ) -> PairStats:
     check_policies(tie_policy, unscorable_policy)
     counts = Counter(p.outcome for p in selected)
@@ -196,7 +206,7 @@ def breakdown(
     records: Sequence[Record],
     key: Callable[[Record], str | None],
     tie_policy: TiePolicy = "half",
-    unscorable_policy: UnscorablePolicy = "tie",
+    unscorable_policy: UnscorablePolicy = "wrong",
 ) -> dict[str, PairStats]:
     """Pair statistics per group (for example per category); records whose key is None are skipped."""
     groups: dict[str, list[Record]] = {}
@@ -208,28 +218,43 @@ def breakdown(
 
 
 def judgment_stats(records: Iterable[Record]) -> dict[str, Any]:
-    """How many candidate judgments were scored, and why the others were not (reasons counted, most common first)."""
-    total = scored = 0
+    """How many candidate judgments were scored, how many were UNSCORABLE (the judge's text gave no score) and how many
+    ERROR (no judgment: a generation failed), and why (reasons counted, most common first)."""
+    total = scored = errors = 0
+    items = errored_items = 0
     reasons: Counter[str] = Counter()
     for record in records:
+        items += 1
+        item_error = False
         for cand in record["candidates"]:
             total += 1
             if _score(cand) is not None:
                 scored += 1
+                continue
+            if cand.get("status") == "error":
+                errors += 1
+                item_error = True
+                reasons["ERROR: " + str(cand.get("reason") or "no reason recorded")] += 1
             else:
                 reasons[str(cand.get("reason") or "no reason recorded")] += 1
+        errored_items += item_error
+    unscorable = total - scored - errors
     return {
         "judgments": total,
         "scored": scored,
-        "unscorable": total - scored,
-        "unscorable_rate": (total - scored) / total if total else None,
+        "unscorable": unscorable,
+        "errors": errors,
+        "errored_items": errored_items,
+        "coverage": scored / total if total else None,
+        "unscorable_rate": unscorable / total if total else None,
+        "error_rate": errors / total if total else None,
         "reasons": reasons.most_common(),
     }
 
 
 # -- Best-of-N ---------------------------------------------------------------------------------------------------------
 def best_of_n_credit(
-    chosen: float | None, others: Sequence[float | None], unscorable_policy: UnscorablePolicy = "tie"
+    chosen: float | None, others: Sequence[float | None], unscorable_policy: UnscorablePolicy = "wrong"
 ) -> float | None:
     """RewardBench 2's rule for one set: 1/m when the chosen answer is among the m candidates tied at the top."""
     if chosen is None or any(s is None for s in others):
@@ -267,7 +292,7 @@ def _item_scores(record: Record) -> tuple[list[float | None], list[float | None]
     return chosen, rejected
 
 
-def best_of_n(records: Sequence[Record], unscorable_policy: UnscorablePolicy = "tie") -> list[BestOfNPoint]:
+def best_of_n(records: Sequence[Record], unscorable_policy: UnscorablePolicy = "wrong") -> list[BestOfNPoint]:
     """Full-set Best-of-N per set size: each chosen answer of an item against all of its rejected answers
     (RM-Bench: each chosen style against the three rejected styles, best-of-4). Grouped by N."""
     by_n: dict[int, tuple[list[float], set[str], int, int]] = {}
@@ -292,7 +317,7 @@ def best_of_n(records: Sequence[Record], unscorable_policy: UnscorablePolicy = "
 
 
 def best_of_n_curve(
-    records: Sequence[Record], unscorable_policy: UnscorablePolicy = "tie", seed: int = 0
+    records: Sequence[Record], unscorable_policy: UnscorablePolicy = "wrong", seed: int = 0
 ) -> list[BestOfNPoint]:
     """Best-of-N accuracy as N grows, from items with several rejected answers.
 
@@ -332,7 +357,7 @@ def best_of_n_curve(
 
 # -- RM-Bench ----------------------------------------------------------------------------------------------------------
 def style_grid(
-    records: Sequence[Record], tie_policy: TiePolicy = "half", unscorable_policy: UnscorablePolicy = "tie"
+    records: Sequence[Record], tie_policy: TiePolicy = "half", unscorable_policy: UnscorablePolicy = "wrong"
 ) -> dict[str, Any] | None:
     """RM-Bench's 3x3 grid: chosen style (rows) x rejected style (columns), and easy / normal / hard accuracy.
 
@@ -391,7 +416,7 @@ def _ranks(values: Sequence[float]) -> list[float]:
 
 
 def length_bias(
-    records: Sequence[Record], tie_policy: TiePolicy = "half", unscorable_policy: UnscorablePolicy = "tie"
+    records: Sequence[Record], tie_policy: TiePolicy = "half", unscorable_policy: UnscorablePolicy = "wrong"
 ) -> dict[str, Any]:
     """Length diagnostics, lengths in characters.
 

@@ -87,9 +87,9 @@ def write_plots(records: Sequence[Record], metrics: Mapping[str, Any], out_dir: 
     ax.set_xlim(-0.5, 10.5)
     ax.set_xlabel("overall score (0-10)")
     ax.set_ylabel("judgments")
-    ax.set_title(
-        f"{title}: scores; {judg['unscorable']} of {judg['judgments']} judgments UNSCORABLE (not shown)", fontsize=9
-    )
+    errors = judg.get("errors", 0)
+    unscored = f"{judg['unscorable']} UNSCORABLE" + (f", {errors} ERROR" if errors else "")
+    ax.set_title(f"{title}: scores; of {judg['judgments']} judgments, {unscored} (not shown)", fontsize=9)
     files.append(_save(fig, out_dir / PLOT_HISTOGRAM))
     plt.close(fig)
     return files

@@ -7,15 +7,17 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from cerm._errors import ConfigurationError
 from cerm.eval import _metrics as m
 from cerm.eval._metrics import PairStats, Record, TiePolicy, UnscorablePolicy
+from cerm.eval._presets import Figure, PresetScore, Table, preset_name, score_benchmark
 
 REPORT_FILE = "report.md"
 METRICS_FILE = "metrics.json"
 
 
 def _json_ready(value: Any) -> Any:
-    if isinstance(value, PairStats):
+    if isinstance(value, (PairStats, PresetScore)):
         return value.to_dict()
     if isinstance(value, m.BestOfNPoint):
         return {
@@ -41,14 +43,18 @@ def _response_model(record: Record) -> str | None:
 def compute_metrics(
     records: Sequence[Record],
     tie_policy: TiePolicy = "half",
-    unscorable_policy: UnscorablePolicy = "tie",
+    unscorable_policy: UnscorablePolicy = "wrong",
     seed: int = 0,
+    benchmark: str | None = None,
+    rule: str | None = None,
 ) -> dict[str, Any]:
-    """Every metric of the report, JSON-ready: pairwise accuracy (overall and per category / subset / response
-    model), judgment counts and unscorable reasons, Best-of-N (full sets and the curve), RM-Bench grid, length bias."""
+    """Every metric of the report, JSON-ready: the benchmark preset's official figures (with ``benchmark``), pairwise
+    accuracy with coverage (overall and per category / subset / response model), judgment counts with unscorable and
+    error reasons, Best-of-N (full sets and the curve), RM-Bench grid, length bias."""
     m.check_policies(tie_policy, unscorable_policy)
     all_pairs = m.pairs(records)
     out: dict[str, Any] = {
+        "benchmark": score_benchmark(benchmark, records, rule) if benchmark else None,
         "items": len(records),
         "tie_policy": tie_policy,
         "unscorable_policy": unscorable_policy,
@@ -78,9 +84,73 @@ def compute_metrics(
     return out
 
 
+def _domain_grid(table: Table) -> list[str]:
+    cells: dict[str, dict[str, Figure]] = {}
+    for row in table.rows:
+        domain, _, band = row.name.rpartition(" ")
+        cells.setdefault(domain, {})[band] = row
+    lines = ["| domain | easy | normal | hard | coverage | items |", "|---|---:|---:|---:|---:|---:|"]
+    for domain, bands in cells.items():
+        first = next(iter(bands.values()))
+        values = " | ".join(_official(bands[b].value if b in bands else None) for b in ("easy", "normal", "hard"))
+        lines.append(f"| {domain} | {values} | {_pct(first.coverage)} | {first.items} |")
+    return [*lines, ""]
+
+
+def _benchmark_section(score: PresetScore, data_source: Mapping[str, Any] | None) -> list[str]:
+    head = score.headline
+    lines = [
+        f"## {score.benchmark}: official scoring (rule: {score.rule})",
+        "",
+        f"**{head.name}: {_official(head.value)}** (coverage {_pct(head.coverage)}: {head.scored} of {head.items} "
+        "items with every candidate scored)",
+        "",
+    ]
+    source = dict(data_source or {})
+    if source:
+        lines += ["Data: " + ", ".join(f"{k} `{v}`" for k, v in source.items() if v not in (None, "", [])), ""]
+    for table in score.tables:
+        if table.title == "Domain x difficulty":  # RM-Bench's own layout: one row per domain
+            lines += _domain_grid(table)
+            continue
+        lines += [f"| {table.title} | score | coverage | items |", "|---|---:|---:|---:|"]
+        for row in table.rows:
+            lines.append(f"| {row.name} | {_official(row.value)} | {_pct(row.coverage)} | {row.items} |")
+        lines.append("")
+    for note in score.notes:
+        lines.append(f"- Note: {note}")
+    for key, value in score.extras.items():
+        if isinstance(value, float):
+            lines.append(f"- {key.replace('_', ' ')}: {_official(value)}")
+        elif key == "ties_parts":
+            parts = ", ".join(
+                f"{k.replace('_', ' ')} {_num(v) if isinstance(v, float) else v}" for k, v in value.items()
+            )
+            lines.append(f"- Ties parts: {parts}")
+    if score.notes or score.extras:
+        lines.append("")
+    lines += [
+        "Coverage is the share of items in which the judge scored every candidate; an unscored candidate (UNSCORABLE "
+        "or ERROR) is handled as the benchmark's official code handles an unrated one, see benchmarks/README.md.",
+        "",
+        "The sections below are cerm's own extras over the same results.",
+        "",
+    ]
+    return lines
+
+
 # -- Markdown ----------------------------------------------------------------------------------------------------------
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def _set_coverage(point: m.BestOfNPoint) -> float | None:
+    return (point.sets - point.unscorable_sets) / point.sets if point.sets else None
+
+
+def _official(value: float | None) -> str:
+    # Official figures with two decimals, as JudgeBench prints them, so they can be set beside published numbers.
+    return "n/a" if value is None else f"{100 * value:.2f}%"
 
 
 def _num(value: float | None, digits: int = 3) -> str:
@@ -91,13 +161,13 @@ def _stats_table(title: str, rows: Mapping[str, PairStats]) -> list[str]:
     if not rows:
         return []
     lines = [
-        f"| {title} | pairs | accuracy | scorable-pair accuracy | wins | losses | ties | unscorable pairs |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"| {title} | pairs | accuracy | coverage | scorable-pair accuracy | wins | losses | ties | unscored pairs |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, s in rows.items():
         lines.append(
-            f"| {name} | {s.n} | {_pct(s.accuracy)} | {_pct(s.scorable_accuracy)} | {s.wins} | {s.losses} | "
-            f"{s.ties} | {s.unscorable} ({_pct(s.unscorable_rate)}) |"
+            f"| {name} | {s.n} | {_pct(s.accuracy)} | {_pct(s.coverage)} | {_pct(s.scorable_accuracy)} | {s.wins} | "
+            f"{s.losses} | {s.ties} | {s.unscorable} |"
         )
     return [*lines, ""]
 
@@ -117,6 +187,7 @@ def render_report(
     judge_settings: Mapping[str, Any],
     info: Mapping[str, Any] | None = None,
     plots: Sequence[str] = (),
+    data_source: Mapping[str, Any] | None = None,
 ) -> str:
     """The Markdown report. Deterministic: the same records give the same text (no timings, no dates, no paths)."""
     tie, unsc = metrics["tie_policy"], metrics["unscorable_policy"]
@@ -133,11 +204,19 @@ def render_report(
     ]
     for key, value in (info or {}).items():
         lines.append(f"- {key}: {value}")
-    lines += ["", _PROTOCOL, ""]
+    if judg.get("errors"):
+        lines.append(
+            f"- **ERRORS: {judg['errors']} judgment(s) in {judg['errored_items']} item(s) were not produced** (a "
+            "generation failed); rerun the same command to judge those items again"
+        )
+    lines.append("")
+    if metrics.get("benchmark") is not None:
+        lines += _benchmark_section(metrics["benchmark"], data_source)
+    lines += [_PROTOCOL, ""]
     lines += [
         f"Ties (equal scores) count as **{tie}** "
         + {"half": "(0.5 credit)", "wrong": "(0 credit)", "excluded": "(left out of the denominator)"}[tie]
-        + f"; pairs with an UNSCORABLE side count as **{unsc}** "
+        + f"; pairs with an unscored side (UNSCORABLE or ERROR) count as **{unsc}** "
         + {
             "tie": f"(no verdict is treated as a tie, so it follows the tie policy: {tie})",
             "wrong": "(0 credit)",
@@ -150,21 +229,23 @@ def render_report(
         "| metric | value |",
         "|---|---:|",
         f"| pairwise accuracy (ties: {tie}, unscorable: {unsc}) | {_pct(overall.accuracy)} |",
+        f"| coverage (pairs with both sides scored) | {_pct(overall.coverage)} |",
         f"| scorable-pair accuracy (ties: {tie}) | {_pct(overall.scorable_accuracy)} |",
         f"| pairs: wins / losses / ties / unscorable | {overall.wins} / {overall.losses} / {overall.ties} / "
         f"{overall.unscorable} |",
         f"| unscorable pair rate | {_pct(overall.unscorable_rate)} |",
         f"| unscorable judgment rate | {_pct(judg['unscorable_rate'])} ({judg['unscorable']} of {judg['judgments']}) |",
+        f"| errored judgments (none produced) | {judg.get('errors', 0)} in {judg.get('errored_items', 0)} items |",
         f"| items whose criteria lacked the criteria block | {metrics['items_with_criteria_problem']} |",
         "| random baseline (pairwise) | 50.0% |",
         "",
         "Accuracy under each tie policy (unscorable pairs: " + unsc + "):",
         "",
-        "| tie policy | accuracy |",
-        "|---|---:|",
+        "| tie policy | accuracy | coverage |",
+        "|---|---:|---:|",
     ]
     for policy, s in metrics["pairwise_by_tie_policy"].items():
-        lines.append(f"| {policy} | {_pct(s.accuracy)} |")
+        lines.append(f"| {policy} | {_pct(s.accuracy)} | {_pct(s.coverage)} |")
     lines.append("")
 
     lines += ["## Per category", "", *_stats_table("category", metrics["by_category"])]
@@ -209,13 +290,13 @@ def render_report(
     bon: list[m.BestOfNPoint] = metrics["best_of_n"]
     lines += ["Full sets (each chosen answer against all rejected answers of its item):", ""]
     lines += [
-        "| N | sets | items | accuracy | random | sets with an unscorable candidate |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "| N | sets | items | accuracy | random | sets with an unscored candidate | coverage |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for p in bon:
         lines.append(
             f"| {p.n_candidates} | {p.sets} | {p.items} | {_pct(p.accuracy)} | {_pct(p.baseline)} | "
-            f"{p.unscorable_sets} |"
+            f"{p.unscorable_sets} | {_pct(_set_coverage(p))} |"
         )
     lines.append("")
     curve: list[m.BestOfNPoint] = metrics["best_of_n_curve"]
@@ -225,11 +306,14 @@ def render_report(
             f"every combination of N - 1 of its rejected answers (at most {m.MAX_COMBINATIONS}, seeded sample), all "
             "scored under the item's one criteria set; an item weighs the same at every N.",
             "",
-            "| N | items | sets | accuracy | random |",
-            "|---:|---:|---:|---:|---:|",
+            "| N | items | sets | accuracy | random | coverage |",
+            "|---:|---:|---:|---:|---:|---:|",
         ]
         for p in curve:
-            lines.append(f"| {p.n_candidates} | {p.items} | {p.sets} | {_pct(p.accuracy)} | {_pct(p.baseline)} |")
+            lines.append(
+                f"| {p.n_candidates} | {p.items} | {p.sets} | {_pct(p.accuracy)} | {_pct(p.baseline)} | "
+                f"{_pct(_set_coverage(p))} |"
+            )
         lines.append("")
     else:
         lines += [
@@ -248,15 +332,20 @@ def render_report(
         f"| scored judgments | {lb['scored_judgments']} |",
         f"| Pearson r (score, length) | {_num(lb['pearson'])} |",
         f"| Spearman rho (score, length) | {_num(lb['spearman'])} |",
-        f"| accuracy, chosen is shorter ({lb['chosen_shorter'].n} pairs) | {_pct(lb['chosen_shorter'].accuracy)} |",
-        f"| accuracy, chosen is longer ({lb['chosen_longer'].n} pairs) | {_pct(lb['chosen_longer'].accuracy)} |",
-        f"| accuracy, same length ({lb['same_length'].n} pairs) | {_pct(lb['same_length'].accuracy)} |",
+        *(
+            f"| accuracy, {label} ({lb[key].n} pairs) | {_pct(lb[key].accuracy)} (coverage {_pct(lb[key].coverage)}) |"
+            for key, label in (
+                ("chosen_shorter", "chosen is shorter"),
+                ("chosen_longer", "chosen is longer"),
+                ("same_length", "same length"),
+            )
+        ),
         f"| judge preferred the longer answer (of {lb['decided_pairs']} decided pairs) | "
         f"{_pct(lb['prefers_longer_rate'])} |",
         "",
     ]
 
-    lines += ["## Unscorable judgments", ""]
+    lines += ["## Unscored judgments (UNSCORABLE, and ERROR: no judgment produced)", ""]
     if judg["reasons"]:
         lines += ["| reason | judgments |", "|---|---:|"]
         for reason, count in judg["reasons"][:10]:
@@ -281,12 +370,15 @@ def write_outputs(
     data_name: str,
     judge_settings: Mapping[str, Any],
     tie_policy: TiePolicy = "half",
-    unscorable_policy: UnscorablePolicy = "tie",
+    unscorable_policy: UnscorablePolicy = "wrong",
     plots: bool = True,
     info: Mapping[str, Any] | None = None,
+    benchmark: str | None = None,
+    rule: str | None = None,
+    data_source: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, Any], Path, list[Path]]:
     """Write ``metrics.json``, the plots and ``report.md`` into ``out_dir``; return (metrics, report path, plots)."""
-    metrics = compute_metrics(records, tie_policy, unscorable_policy)
+    metrics = compute_metrics(records, tie_policy, unscorable_policy, benchmark=benchmark, rule=rule)
     plot_files: list[Path] = []
     if plots:
         from cerm.eval._plots import write_plots
@@ -300,6 +392,7 @@ def write_outputs(
         judge_settings=judge_settings,
         info=info,
         plots=[p.name for p in plot_files],
+        data_source=data_source,
     )
     report.write_text(text, encoding="utf-8")
     return metrics, report, plot_files
@@ -309,11 +402,14 @@ def report_from_results(
     out_dir: str | Path,
     *,
     tie_policy: TiePolicy = "half",
-    unscorable_policy: UnscorablePolicy = "tie",
+    unscorable_policy: UnscorablePolicy = "wrong",
     plots: bool = True,
+    benchmark: str | None = None,
+    rule: str | None = None,
 ) -> tuple[dict[str, Any], Path, list[Path]]:
     """Rebuild metrics, plots and report of a finished run from its folder alone (no model), for example under
-    another tie policy."""
+    another tie policy or preset rule. ``benchmark`` defaults to the run's own (its manifest's ``benchmark``, else its
+    data name when that names a preset, as in runs recorded before presets existed)."""
     from cerm.eval._data import DataError
     from cerm.eval._runner import MANIFEST_FILE, RESULTS_FILE, read_results
 
@@ -332,6 +428,8 @@ def report_from_results(
         info["INCOMPLETE RUN"] = (
             f"{len(records)} of {planned} planned items judged so far; rerun the same command to resume"
         )
+    if benchmark is None:
+        benchmark = manifest.get("benchmark") or _preset_or_none(str(manifest.get("data", "")))
     return write_outputs(
         records,
         folder,
@@ -341,4 +439,14 @@ def report_from_results(
         unscorable_policy=unscorable_policy,
         plots=plots,
         info=info,
+        benchmark=benchmark,
+        rule=rule or manifest.get("rule"),
+        data_source=manifest.get("data_source"),
     )
+
+
+def _preset_or_none(name: str) -> str | None:
+    try:
+        return preset_name(name)
+    except ConfigurationError:
+        return None

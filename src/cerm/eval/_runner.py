@@ -5,6 +5,7 @@ Files in the output folder:
 * ``run.json`` - what is being evaluated (data, item fingerprint, judge settings); a rerun into the same folder resumes
   only when these match, so results of different runs are never mixed;
 * ``results.jsonl`` - one record per item, in data order once the run completes (see :mod:`cerm.eval._metrics`);
+  every candidate keeps its status and score, so any policy or preset rule can be re-read with ``--report-only``;
 * ``metrics.json``, ``report.md`` and the PNG plots, written at the end from ``results.jsonl`` alone.
 
 Resuming. Items are judged in fixed chunks of ``batch_size`` items cut from the planned list, and a chunk's records are
@@ -12,6 +13,13 @@ written together and flushed to disk. A rerun reads ``results.jsonl`` (dropping 
 complete chunks, and judges an incomplete chunk again as a whole, writing only its missing items. Re-judging the same
 chunk keeps each backend batch identical to an uninterrupted run, so with greedy decoding the final results are the
 same; nothing is lost and nothing is written twice.
+
+Errors are not final. An item in which a candidate's judgment is ``ERROR`` (no judgment: the server was down, retries
+ran out, out of memory) is written, so the report counts it, but a rerun judges it again and its new record replaces the
+old one. The judge's own failures (``UNSCORABLE``) are results and are kept.
+
+The manifest records the judge's settings and its backend's description (``Backend.describe()``: dtype, adapter,
+revision, base URL without secrets...); a rerun with other settings is refused rather than mixing two judges' results.
 """
 
 from __future__ import annotations
@@ -53,6 +61,11 @@ class EvalRun:
     resumed_items: int = 0
     judged_items: int = 0
 
+    @property
+    def errored_items(self) -> int:
+        """Items with a judgment that errored (no judgment produced): counted in the report, judged again by a rerun."""
+        return sum(1 for record in self.records if record_errored(record))
+
 
 def items_fingerprint(items: Sequence[EvalItem]) -> str:
     """A hash of every item's id, prompt, candidates and labels: a resume must see exactly the same items."""
@@ -68,7 +81,18 @@ def _judge_settings(judge: Judge) -> dict[str, Any]:
         "model": judge.backend.model_id,
         "backend": judge.backend.name,
         "config": dataclasses.asdict(judge.config),
+        "backend_settings": _plain(judge.backend.describe()),
     }
+
+
+def _plain(value: Any) -> Any:
+    # JSON's own types, so that a manifest read back compares equal to the one just built (tuples become lists).
+    return json.loads(json.dumps(value, default=str))
+
+
+def record_errored(record: Mapping[str, Any]) -> bool:
+    """True when a candidate of this record has no judgment because its generation failed (status ``error``)."""
+    return any(c.get("status") == "error" for c in record.get("candidates", ()))
 
 
 def _comparable_judge(settings: Any) -> Any:
@@ -78,7 +102,9 @@ def _comparable_judge(settings: Any) -> Any:
         return settings
     defaults = {f.name: f.default for f in dataclasses.fields(JudgeConfig)}
     config = {k: v for k, v in settings["config"].items() if k not in defaults or v != defaults[k]}
-    return {**settings, "config": config}
+    out = {**settings, "config": config}
+    out.pop("backend_settings", None)  # compared on its own (a run recorded before it existed has none)
+    return out
 
 
 def _record(item: EvalItem, judgments: Sequence[Judgment], full: bool) -> dict[str, Any]:
@@ -163,6 +189,11 @@ def _check_manifest(path: Path, manifest: Mapping[str, Any]) -> None:
     different = [k for k in ("data", "items", "n_items") if previous.get(k) != manifest.get(k)]
     if _comparable_judge(previous.get("judge")) != _comparable_judge(manifest.get("judge")):
         different.append("judge")
+    before = (previous.get("judge") or {}).get("backend_settings")
+    now = (manifest.get("judge") or {}).get("backend_settings")
+    if before is not None and before != now:
+        changed = sorted(k for k in set(before) | set(now or {}) if before.get(k) != (now or {}).get(k))
+        different.append(f"backend settings ({', '.join(changed)})")
     if different:
         raise ConfigurationError(
             f"{path.parent} holds results of a different run (differs in: {', '.join(different)}); "
@@ -175,15 +206,18 @@ def evaluate(
     items: Sequence[EvalItem],
     out_dir: str | os.PathLike[str],
     *,
-    data_name: str = "custom",
+    data_name: str | None = None,
     batch_size: int = 8,
     tie_policy: TiePolicy = "half",
-    unscorable_policy: UnscorablePolicy = "tie",
+    unscorable_policy: UnscorablePolicy = "wrong",
     plots: bool = True,
     full: bool = False,
     fresh: bool = False,
     progress: bool = True,
     info: Mapping[str, Any] | None = None,
+    benchmark: str | None = None,
+    rule: str | None = None,
+    data_source: Mapping[str, Any] | None = None,
 ) -> EvalRun:
     """Judge every item (all candidates of an item under one criteria set), write results as it goes, then the report.
 
@@ -191,7 +225,7 @@ def evaluate(
         judge: any :class:`cerm.Judge`; items go through :meth:`~cerm.Judge.judge_batch`, ``batch_size`` at a time.
         items: from :func:`cerm.eval.load_items`.
         out_dir: output folder; rerunning into it resumes (see the module docs).
-        data_name: how the data is named in the report and the manifest.
+        data_name: how the data is named in the report and the manifest (default: the benchmark, else "custom").
         tie_policy, unscorable_policy: how ties and pairs without a verdict enter accuracy (see
             :mod:`cerm.eval._metrics`); both are stated in the report.
         plots: write PNG plots (needs matplotlib: ``pip install 'ce-rm[eval]'``).
@@ -199,10 +233,24 @@ def evaluate(
         fresh: discard results already in ``out_dir`` instead of resuming.
         progress: a tqdm bar with ETA on stderr.
         info: extra lines for the report's header (for example the slice's limit and seed).
+        benchmark: a preset name (``"rewardbench2"``, ``"rm-bench"``, ...): the report opens with that benchmark's
+            official figures (see :mod:`cerm.eval._presets`); ``rule`` picks one of the preset's rules.
+        data_source: where the items came from (:attr:`BenchmarkData.provenance`: hub id, split, revision or path),
+            recorded in the manifest and the report.
+
+    An item whose judgment errored (no judgment produced) is written and counted, and judged again by a rerun.
     """
     if batch_size < 1:
         raise ConfigurationError(f"batch_size must be >= 1, got {batch_size}")
     check_policies(tie_policy, unscorable_policy)
+    if benchmark is not None:
+        from cerm.eval._presets import SCORERS, preset_name
+
+        benchmark = preset_name(benchmark)
+        if rule is not None and rule not in SCORERS[benchmark][2]:
+            raise ConfigurationError(f"{benchmark}: rule must be one of {SCORERS[benchmark][2]}, got {rule!r}")
+    if data_name is None:
+        data_name = benchmark or "custom"
     if not items:
         raise ConfigurationError("no items to evaluate")
     ids = [item.id for item in items]
@@ -217,22 +265,37 @@ def evaluate(
         "n_items": len(items),
         "judge": _judge_settings(judge),
     }
+    extra: dict[str, Any] = {"benchmark": benchmark, "rule": rule, "data_source": dict(data_source or {})}
     if fresh:
         results_path.unlink(missing_ok=True)
     elif manifest_path.is_file() and results_path.is_file():
         _check_manifest(manifest_path, manifest)
-    manifest_path.write_text(json.dumps({**manifest, "info": dict(info or {})}, indent=2) + "\n", encoding="utf-8")
+    manifest_path.write_text(
+        json.dumps({**manifest, **extra, "info": dict(info or {})}, indent=2) + "\n", encoding="utf-8"
+    )
 
     done: dict[str, dict[str, Any]] = {}
+    errored: dict[str, dict[str, Any]] = {}  # written, but not final: judged again below
     wanted = set(ids)
     for record in read_results(results_path, repair=True):
         rid = str(record["id"])
         if rid not in wanted:
             raise DataError(f"{results_path}: item {rid!r} is not in this run; use a new output folder or --fresh")
-        done.setdefault(rid, record)  # a duplicate (should not happen) never counts twice
+        if record_errored(record):
+            if rid not in done:
+                errored[rid] = record
+        else:
+            done.setdefault(rid, record)  # a duplicate (an earlier errored try) never counts twice
+            errored.pop(rid, None)
     resumed = len(done)
-    if resumed:
-        logger.info("resuming: %d of %d items already in %s", resumed, len(items), results_path)
+    if resumed or errored:
+        logger.info(
+            "resuming: %d of %d items already in %s; %d errored item(s) judged again",
+            resumed,
+            len(items),
+            results_path,
+            len(errored),
+        )
 
     judged = 0
     started = time.monotonic()
@@ -255,12 +318,16 @@ def evaluate(
                 for record in new:
                     done[record["id"]] = record
                 judged += len(new)
+                errors = sum(1 for record in new if record_errored(record))
+                if errors:
+                    logger.warning("%d item(s) errored (no judgment produced); a rerun judges them again", errors)
                 bar.update(len(new))
     finally:
         bar.close()
 
     records = [done[i] for i in ids]
     if [str(r["id"]) for r in read_results(results_path)] != ids:
+        # (also after a rerun replaced errored records: the file then holds both tries, and keeps only the last)
         # Resumed chunks may have been appended out of order: rewrite in data order, atomically.
         tmp = results_path.with_suffix(".jsonl.tmp")
         with tmp.open("w", encoding="utf-8") as handle:
@@ -270,7 +337,12 @@ def evaluate(
     from cerm.eval._report import write_outputs
 
     elapsed = time.monotonic() - started
-    manifest_out = {**manifest, "info": dict(info or {}), "last_session": {"judged": judged, "seconds": elapsed}}
+    manifest_out = {
+        **manifest,
+        **extra,
+        "info": dict(info or {}),
+        "last_session": {"judged": judged, "seconds": elapsed},
+    }
     manifest_path.write_text(json.dumps(manifest_out, indent=2) + "\n", encoding="utf-8")
     metrics, report, plot_files = write_outputs(
         records,
@@ -281,5 +353,8 @@ def evaluate(
         unscorable_policy=unscorable_policy,
         plots=plots,
         info=info,
+        benchmark=benchmark,
+        rule=rule,
+        data_source=extra["data_source"],
     )
     return EvalRun(out, records, metrics, report, plot_files, resumed, judged)
