@@ -9,6 +9,8 @@ the seeded generators :func:`checkable_pairs` and :func:`open_ended_pairs` (fixe
 """
 
 from cerm.training._checkable import checkable_pairs, split_of
+from cerm.training._clusters import LABEL_PROMPT, TASK_LABELS
+from cerm.training._curate import CurateConfig, curate
 from cerm.training._load import detect_schema, load_pairs
 from cerm.training._manifest import read_manifest
 from cerm.training._open_ended import open_ended_pairs
@@ -29,6 +31,9 @@ from cerm.training._teach import (
 )
 
 __all__ = [
+    "LABEL_PROMPT",
+    "TASK_LABELS",
+    "CurateConfig",
     "DraftVerdict",
     "JudgeTeacher",
     "PairError",
@@ -40,6 +45,7 @@ __all__ = [
     "Trajectory",
     "check_draft",
     "checkable_pairs",
+    "curate",
     "detect_schema",
     "load_pairs",
     "open_ended_pairs",
