@@ -119,6 +119,13 @@ def test_open_ended_pairs_cover_every_defect_and_hold_out_whole_topics() -> None
     held_topics = {p.meta["topic"] for p in heldout}
     assert held_topics
     assert not train_topics & held_topics
+    dialogues = [p for p in train if p.messages is not None]
+    assert 0.08 < len(dialogues) / len(train) < 0.25
+    for pair in dialogues:
+        assert pair.messages is not None
+        assert pair.prompt == format_dialogue(pair.messages)
+        assert pair.messages[-1]["content"] == pair.meta["request"]
+    assert any(p.messages is None and p.prompt != p.meta["request"] for p in train)  # framed in a longer message
     for pair in train:
         if pair.meta["defect"] == "truncated":
             assert pair.chosen.startswith(pair.rejected)

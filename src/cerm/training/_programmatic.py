@@ -237,10 +237,11 @@ def _open_draft(rng: random.Random, pair: PreferencePair, meta: Mapping[str, Any
     topic, constraint, met = str(meta["topic"]), str(meta["constraint"]), str(meta["met"])
     advice = pair.category == "advice"
     subject = f"how to {topic}" if advice else topic
+    request = str(meta.get("request", pair.prompt))  # the ask itself, without framing or earlier turns
     if constraint:
         analysis = rng.choice(
             (
-                f'The user asks: "{pair.prompt}" A good response must be about {subject}, respect the request for '
+                f'The user asks: "{request}" A good response must be about {subject}, respect the request for '
                 f"{constraint}, and say something accurate and specific.",
                 f"The request is about {subject} and states a constraint: {constraint}. Relevance and that "
                 "constraint come first, then the quality of the content and its clarity.",
