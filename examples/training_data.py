@@ -54,7 +54,6 @@ def main() -> None:
     # they count as comparisons the judge did not win, so such pairs are kept as uncertain).
     config = CurateConfig(
         output_dir=str(out / "curate"),
-        data="generated",
         judge_model=os.environ.get("CERM_MODEL", "demo"),
         criteria_samples=2,
         evaluation_samples=1,

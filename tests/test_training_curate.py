@@ -75,7 +75,7 @@ class Script:
 
 
 def _config(out: Path, **changes: object) -> CurateConfig:
-    base: dict[str, object] = {"output_dir": str(out), "data": "unused", "batch_size": 2, "seed": 3}
+    base: dict[str, object] = {"output_dir": str(out), "batch_size": 2, "seed": 3}
     return CurateConfig(**{**base, **changes})  # type: ignore[arg-type]
 
 

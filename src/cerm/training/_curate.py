@@ -60,8 +60,8 @@ PAIRS_FILE = "pairs.jsonl"
 class CurateConfig:
     """Settings of :func:`curate` (plain values: ``CurateConfig(**yaml.safe_load(f))`` works).
 
-    Data: ``data`` (a file, a folder, a hub id: see :func:`cerm.training.load_pairs`), ``data_split``,
-    ``data_schema``, ``limit`` (first pairs only).
+    Data: ``data`` (a file, a folder, a hub id: see :func:`cerm.training.load_pairs`; required unless :func:`curate`
+    is given the pairs), ``data_split``, ``data_schema``, ``limit`` (first pairs only).
 
     Base judge: ``judge_model`` on ``judge_backend`` (``judge_backend_kwargs`` go to the backend), with
     ``temperature`` and the two token budgets. Uncertainty: ``criteria_samples`` x ``evaluation_samples``
@@ -75,7 +75,7 @@ class CurateConfig:
     """
 
     output_dir: str
-    data: str
+    data: str | None = None
     data_split: str | None = None
     data_schema: Schema = "auto"
     limit: int | None = None
@@ -102,8 +102,6 @@ class CurateConfig:
     def __post_init__(self) -> None:
         if not self.output_dir:
             raise ConfigurationError("CurateConfig.output_dir is required")
-        if not self.data:
-            raise ConfigurationError("CurateConfig.data is required")
         for name in ("criteria_samples", "evaluation_samples", "batch_size", "n_clusters", "criteria_max_new_tokens",
                      "evaluation_max_new_tokens"):  # fmt: skip
             if getattr(self, name) < 1:
@@ -331,6 +329,8 @@ def curate(
     out_dir = Path(config.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if pairs is None:
+        if not config.data:
+            raise ConfigurationError("curate: set CurateConfig.data (or pass pairs)")
         pairs = load_pairs(config.data, split=config.data_split, schema=config.data_schema, limit=config.limit)
     pairs = list(pairs)
     check_unique_ids(pairs, "curation data")

@@ -76,7 +76,8 @@ def write_report(
     lines = [
         "# Curation report",
         "",
-        f"Data: `{_cell(config.data)}`; base judge `{_cell(config.judge_model)}` on `{config.judge_backend}`, "
+        f"Data: `{_cell(config.data or 'pairs given in code')}`; base judge `{_cell(config.judge_model)}` on "
+        f"`{config.judge_backend}`, "
         f"{config.criteria_samples} criteria x {config.evaluation_samples} evaluations = {config.comparisons} "
         f"comparisons per pair (temperature {config.temperature:g}, seed {config.seed}); unscorable comparisons: "
         f"{config.unscorable}.",
