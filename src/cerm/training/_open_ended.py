@@ -435,6 +435,10 @@ _CONTEXTS = (
     "My friend and I were talking about this earlier and neither of us was sure. {request}",
 )
 
+_PLURAL_TOPICS = frozenset(
+    {"volcanoes", "earthquakes", "rainbows", "vaccines", "black holes", "the phases of the Moon"}
+)
+
 _REFUSALS = (
     "I'm sorry, but I can't help with that request.",
     "I am not able to answer that.",
@@ -462,11 +466,12 @@ def _numbered(items: tuple[str, ...] | list[str]) -> str:
 
 def _topic_request(rng: random.Random, topic: _Topic, kind: str = "") -> _Request:
     name = topic.name
+    verb = "are" if name in _PLURAL_TOPICS else "is"
     p1, p2, p3 = topic.points
     kind = kind or rng.choice(("one_sentence", "three_facts", "two_sentences", "tell_me", "paragraph"))
     if kind == "one_sentence":
         return _Request(
-            kind, rng.choice((f"Explain {name} in one sentence.", f"In one sentence, what is {name}?")),
+            kind, rng.choice((f"Explain {name} in one sentence.", f"In one sentence, what {verb} {name}?")),
             topic.sentence, "a single sentence", "it is a single sentence", f"{topic.sentence} {p1} {p2} {p3}",
             "uses four sentences instead of one", topic.french,
         )  # fmt: skip
@@ -564,10 +569,16 @@ def open_ended_pairs(n: int, *, seed: int, split: Split) -> list[PreferencePair]
             rejected = rng.choice((request.query, f"You asked: {request.query}", f"{request.query} {request.query}"))
             note = "only repeats the question and gives no answer"
         elif defect == "vague":
+            opener = (
+                f"Trying to {subject} is a common goal, and there are many ways to go about it. Everyone is "
+                "different, so it really depends on the person."
+                if is_advice
+                else f"{subject[0].upper()}{subject[1:]} is a very interesting subject that many people talk about. "
+                "There is a lot to say about it, and it matters in many ways."
+            )
             rejected = rng.choice(
                 (
-                    f"{subject[0].upper()}{subject[1:]} is a very interesting subject that many people talk about. "
-                    "There is a lot to say about it, and it matters in many ways.",
+                    opener,
                     "That is a great question. It depends on many factors, and everyone has a different view, so "
                     "there is no simple answer.",
                 )

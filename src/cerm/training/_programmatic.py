@@ -163,8 +163,11 @@ def _checkable_draft(rng: random.Random, pair: PreferencePair, meta: Mapping[str
 
 
 # Per defect: (relevance, constraint, substance, clarity) analyses and scores, and the overall range.
-def _defect_parts(meta: Mapping[str, Any], rng: random.Random) -> tuple[list[tuple[str, float]], list[float], str]:
-    topic, note, constraint = str(meta["topic"]), str(meta["note"]), str(meta["constraint"])
+def _defect_parts(
+    meta: Mapping[str, Any], topic: str, rng: random.Random
+) -> tuple[list[tuple[str, float]], list[float], str]:
+    """``topic`` is what the request is about, as a noun phrase ("gravity", "how to sleep better")."""
+    note, constraint = str(meta["note"]), str(meta["constraint"])
     defect = str(meta["defect"])
     if defect == "off_topic":
         parts = [
@@ -280,7 +283,7 @@ def _open_draft(rng: random.Random, pair: PreferencePair, meta: Mapping[str, Any
         ),
         ("It is clear, complete and in English.", rng.choice((4.5, 5.0))),
     ]
-    bad, bad_range, bad_text = _defect_parts(meta, rng)
+    bad, bad_range, bad_text = _defect_parts(meta, subject, rng)
     if not constraint:  # drop the constraint criterion's entry
         good.pop(1)
         bad.pop(1)
