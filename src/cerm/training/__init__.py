@@ -1,7 +1,60 @@
 """Training your own CE-RM judge (curation, cold-start SFT, two-stage-rollout GRPO).
 
 This package composes the same pieces as inference: curation uses the Judge, SFT targets come from a teacher Judge,
-GRPO rollouts come from a backend and rewards from :mod:`cerm.protocol`. It is filled in by later work.
+GRPO rollouts come from a backend and rewards from :mod:`cerm.protocol`.
+
+Data half: :class:`PreferencePair` and :func:`load_pairs` (cerm JSONL, ``datasets``, Skywork-Reward-Preference),
+the seeded generators :func:`checkable_pairs` and :func:`open_ended_pairs` (fixed held-out splits), teachers
+(:class:`ProgrammaticTeacher`, :class:`JudgeTeacher`) with rejection sampling in :func:`teach`, and curation.
 """
 
-__all__: list[str] = []
+from cerm.training._checkable import checkable_pairs, split_of
+from cerm.training._clusters import LABEL_PROMPT, TASK_LABELS
+from cerm.training._curate import CurateConfig, curate
+from cerm.training._load import detect_schema, load_pairs
+from cerm.training._manifest import read_manifest
+from cerm.training._open_ended import open_ended_pairs
+from cerm.training._pairs import PairError, PreferencePair, read_pairs, write_pairs
+from cerm.training._programmatic import ProgrammaticTeacher
+from cerm.training._teach import (
+    DraftVerdict,
+    JudgeTeacher,
+    TeachConfig,
+    Teacher,
+    TeacherDraft,
+    Trajectory,
+    check_draft,
+    read_trajectories,
+    teach,
+    teach_pairs,
+    write_trajectories,
+)
+
+__all__ = [
+    "LABEL_PROMPT",
+    "TASK_LABELS",
+    "CurateConfig",
+    "DraftVerdict",
+    "JudgeTeacher",
+    "PairError",
+    "PreferencePair",
+    "ProgrammaticTeacher",
+    "TeachConfig",
+    "Teacher",
+    "TeacherDraft",
+    "Trajectory",
+    "check_draft",
+    "checkable_pairs",
+    "curate",
+    "detect_schema",
+    "load_pairs",
+    "open_ended_pairs",
+    "read_manifest",
+    "read_pairs",
+    "read_trajectories",
+    "split_of",
+    "teach",
+    "teach_pairs",
+    "write_pairs",
+    "write_trajectories",
+]
