@@ -101,7 +101,7 @@ def test_empty_and_whitespace_responses(fresh_mock: MockBackend) -> None:
     assert [j.score for j in judgments] == [None, 7.0, None, None]
     for j in (judgments[0], judgments[2], judgments[3]):
         assert j.status is Status.UNSCORABLE
-        assert j.reason == "the response is empty (or only whitespace)"
+        assert j.reason == "the response is empty (or only whitespace, control or invisible characters)"
     evaluation_calls = [convs for convs, _ in fresh_mock.calls if len(convs[0]) == 3]
     assert [response_of(c) for c in evaluation_calls[0]] == ["score=7 fine"]
 
@@ -255,7 +255,7 @@ def test_evaluate_stage_alone_refuses_empty_and_invalid_responses(fresh_mock: Mo
     for blank in ("", "  \n\t"):
         evaluation = judge.evaluate(QUERY, criteria, blank)
         assert evaluation.overall is None
-        assert evaluation.problem == "the response is empty (or only whitespace)"
+        assert evaluation.problem == "the response is empty (or only whitespace, control or invisible characters)"
     with pytest.raises(ValueError, match="response is not valid Unicode"):
         judge.evaluate(QUERY, criteria, "bad \ud800")
     with pytest.raises(TypeError, match="must be a str"):
