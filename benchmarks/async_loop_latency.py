@@ -90,11 +90,17 @@ def responses(count: int) -> list[str]:
 
 
 async def measure(judge: Judge, items: list[str], interval: float) -> tuple[list[float], float]:
+    handlers: list[asyncio.Task[None]] = []
+
     async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        handlers.append(task)  # awaited at the end, so the loop closes with no handler pending
         while line := await reader.readline():
             writer.write(line)
             await writer.drain()
         writer.close()
+        await writer.wait_closed()
 
     server = await asyncio.start_server(echo, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
@@ -120,6 +126,8 @@ async def measure(judge: Judge, items: list[str], interval: float) -> tuple[list
     done.set()
     await task
     writer.close()
+    await writer.wait_closed()
+    await asyncio.gather(*handlers)
     server.close()
     await server.wait_closed()
     assert all(j.score == 7.0 for j in judgments), [j.reason for j in judgments if j.score != 7.0][:3]

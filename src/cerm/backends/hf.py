@@ -16,6 +16,7 @@ from typing import Any
 from cerm._embedded import DEMO_MODEL, demo_model_path, is_demo_model
 from cerm._errors import BackendUnavailableError, ConfigurationError, ModelNotFoundError
 from cerm.backends._base import Backend, Completion, SamplingParams, TokenLogprob
+from cerm.backends._identity import folder_digest
 from cerm.backends._shared_prefix import PrefixPlan, order_for_sharing, plan_shared_prefix
 from cerm.protocol import Conversation
 
@@ -45,21 +46,6 @@ def _raised_in_cerm(exc: BaseException) -> bool:
     while tb.tb_next is not None:
         tb = tb.tb_next
     return Path(tb.tb_frame.f_code.co_filename).resolve().is_relative_to(_CERM_ROOT)
-
-
-def _folder_digest(folder: Path) -> str | None:
-    """SHA-256 over the relative paths and contents of every file under ``folder`` (None when it is not a folder):
-    identifies an adapter by what it is, not by where it lies."""
-    if not folder.is_dir():
-        return None
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(folder)).encode("utf-8") + b"\0")
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        digest.update(b"\0")
-    return digest.hexdigest()
 
 
 def _import_hf() -> tuple[Any, Any]:
@@ -169,7 +155,7 @@ class HFBackend(Backend):
             "load_in_4bit": load_in_4bit,
             "quantization": "bitsandbytes-nf4" if load_in_4bit else None,
             "adapter": adapter,
-            "adapter_sha256": _folder_digest(Path(adapter)) if adapter else None,
+            "adapter_sha256": folder_digest(Path(adapter)) if adapter else None,
             "revision": revision,
             # The hub commit the weights were read from (transformers records it for cached hub models).
             "commit": getattr(self.model.config, "_commit_hash", None) if not is_demo_model(model) else None,
