@@ -55,6 +55,12 @@ class FaultServer:
     ``badjson`` (200 with a broken body), ``nochoices``. When a tag's list runs out, the answer is ``ok``.
     ``ok`` answers criteria text to a one-message conversation and ``... \\boxed{S}`` to an evaluation, S from a
     ``score=S`` in the last message (default 5). ``ignore_n`` answers one choice whatever ``n`` says (like llama.cpp).
+
+    Synchronisation for tests that must not depend on wall-clock time: ``barriers`` (group sizes) holds the first
+    ``barriers[0]`` requests until that many are in flight at once, then the next ``barriers[1]``, and so on; ``hold``
+    (a threading.Event) holds every request until the test sets it. A request still held after ``hold_timeout_s``
+    (a safety net against a hung test, never a performance bound) answers 500 "held too long" and is counted in
+    ``held_too_long``. ``arrived`` is set when the first request arrives.
     """
 
     schedule: dict[str, list[str]] = field(default_factory=dict)
@@ -66,6 +72,13 @@ class FaultServer:
     in_flight: int = 0
     max_in_flight: int = 0
     port: int = 0
+    barriers: list[int] = field(default_factory=list)
+    hold: threading.Event | None = None
+    hold_timeout_s: float = 60.0
+    held_too_long: int = 0
+    arrived: threading.Event = field(default_factory=threading.Event)
+    _gates: dict[int, asyncio.Event] = field(default_factory=dict)
+    _group_counts: dict[int, int] = field(default_factory=dict)
 
     @property
     def base_url(self) -> str:
@@ -87,15 +100,40 @@ class FaultServer:
         body = await request.json()
         action = self._action(body)
         headers = {k.lower(): v for k, v in request.headers.items()}
+        arrival = len(self.seen)
         self.seen.append(Seen(time.monotonic(), body, action, headers, request.path, dict(request.query)))
+        self.arrived.set()
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
+            if not await self._wait_for_release(arrival):
+                self.held_too_long += 1
+                return web.json_response({"error": {"message": "held too long"}}, status=500)
             if self.latency_s:
                 await asyncio.sleep(self.latency_s)
             return await self._answer(request, body, action)
         finally:
             self.in_flight -= 1
+
+    async def _wait_for_release(self, arrival: int) -> bool:
+        """Hold request number ``arrival`` as ``barriers`` and ``hold`` say; False when it was held too long."""
+        end = 0
+        for group, size in enumerate(self.barriers):
+            end += size
+            if arrival < end:
+                gate = self._gates.setdefault(group, asyncio.Event())
+                self._group_counts[group] = self._group_counts.get(group, 0) + 1
+                if self._group_counts[group] == size:
+                    gate.set()
+                try:
+                    await asyncio.wait_for(gate.wait(), self.hold_timeout_s)
+                except TimeoutError:
+                    return False
+                break
+        if self.hold is not None:
+            released = await asyncio.get_running_loop().run_in_executor(None, self.hold.wait, self.hold_timeout_s)
+            return bool(released)
+        return True
 
     async def _answer(self, request: web.Request, body: dict[str, Any], action: str) -> web.StreamResponse:
         if action == "ok":

@@ -101,7 +101,7 @@ def test_empty_and_whitespace_responses(fresh_mock: MockBackend) -> None:
     assert [j.score for j in judgments] == [None, 7.0, None, None]
     for j in (judgments[0], judgments[2], judgments[3]):
         assert j.status is Status.UNSCORABLE
-        assert j.reason == "the response is empty (or only whitespace)"
+        assert j.reason == "the response is empty (or only whitespace, control or invisible characters)"
     evaluation_calls = [convs for convs, _ in fresh_mock.calls if len(convs[0]) == 3]
     assert [response_of(c) for c in evaluation_calls[0]] == ["score=7 fine"]
 
@@ -159,6 +159,9 @@ UNICODE_RESPONSES = [
 ]
 
 
+_CUT_OFF = "the evaluation stopped at evaluation_max_new_tokens={} before its overall score"
+
+
 @pytest.mark.model
 def test_unicode_and_control_characters_real_model(demo_backend: Backend) -> None:
     counting = CountingBackend(demo_backend)
@@ -166,13 +169,13 @@ def test_unicode_and_control_characters_real_model(demo_backend: Backend) -> Non
         QUERY, UNICODE_RESPONSES
     )
     assert len(judgments) == len(UNICODE_RESPONSES)
-    for judgment in judgments:
-        if judgment.status is Status.SCORED:
-            assert judgment.score is not None
-            assert 0 <= judgment.score <= 10
-        else:
-            assert judgment.score is None
-            assert judgment.reason
+    # Every valid response was evaluated and, greedy under an 8-token budget, cut off before an overall score.
+    for i in (0, 1, 3):
+        assert judgments[i].status is Status.UNSCORABLE
+        assert judgments[i].reason == _CUT_OFF.format(8)
+        assert judgments[i].evaluation is not None
+        assert judgments[i].evaluation.text.strip()
+    assert judgments[2].status is Status.UNSCORABLE
     assert "not valid Unicode" in (judgments[2].reason or "")
     # Every valid response reached the model unchanged; the invalid one was never sent.
     sent = [response_of(c) for c in counting.calls[1][0]]
@@ -186,13 +189,12 @@ def test_boxed_10_in_a_response_does_not_leak_real_model(demo_backend: Backend) 
     for judgment in judgments:
         evaluation = judgment.evaluation
         assert evaluation is not None
-        # The score, if any, is exactly what the judge's OWN text says; the response's box is not in that text.
-        if judgment.score is not None:
-            assert parse_overall_score(evaluation.text)[0] == judgment.score
-        if "\\boxed{10}" not in evaluation.text:
-            assert judgment.score != 10
-        else:  # pragma: no cover - the judge copied the box itself; then its own text is what counts
-            assert judgment.score == parse_overall_score(evaluation.text)[0]
+        # The response's \boxed{10} sits in the prompt, not in the judge's own text, so there is no score.
+        assert "\\boxed{10}" not in evaluation.text
+        assert parse_overall_score(evaluation.text)[0] is None
+        assert judgment.status is Status.UNSCORABLE
+    # Greedy: the first evaluation is still going at 16 tokens; the second ends early without a box.
+    assert [j.reason for j in judgments] == [_CUT_OFF.format(16), "no \\boxed{} score in the evaluation"]
 
 
 @pytest.mark.model
@@ -206,8 +208,9 @@ def test_overlong_response_real_tokenizer_truncated(demo_backend: Backend) -> No
     long_j, short_j = Judge(counting, config=config).judge(QUERY, [long_response, "100 °C"])
 
     assert any("truncated from" in w for w in long_j.warnings)
-    assert long_j.status is Status.SCORED or long_j.reason
-    assert long_j.evaluation is not None  # it was evaluated, not refused
+    assert long_j.status is Status.UNSCORABLE
+    assert long_j.reason == _CUT_OFF.format(8)  # it was evaluated (not refused), greedy, until the budget ran out
+    assert long_j.evaluation is not None
     assert not any("truncated" in w for w in short_j.warnings)
     conversation = counting.calls[1][0][0]
     sent = response_of(conversation)
@@ -216,6 +219,25 @@ def test_overlong_response_real_tokenizer_truncated(demo_backend: Backend) -> No
     prompt_tokens = demo_backend.count_conversation_tokens(conversation)
     assert prompt_tokens is not None
     assert prompt_tokens + config.evaluation_max_new_tokens <= 1400
+
+
+@pytest.mark.model
+def test_forced_readout_of_a_truncated_response_fits_the_real_context(demo_backend: Backend) -> None:
+    # With the forced readout the truncation leaves room for the readout prefix and the score after it: the readout
+    # conversation (evaluation prompt + the judge's text + prefix) plus its tokens fits the reported 1400 tokens.
+    counting = CountingBackend(demo_backend, context_length=1400)
+    config = JudgeConfig(criteria_max_new_tokens=8, evaluation_max_new_tokens=8, forced_readout=True)
+    long_response = " ".join(f"The water boils at {n} degrees." for n in range(400))
+    judgment = Judge(counting, config=config).judge(QUERY, [long_response])[0]
+    assert any("truncated from" in w for w in judgment.warnings)
+    assert len(counting.calls) == 3  # criteria, evaluation, forced readout
+    readout_conversation = counting.calls[2][0][0]
+    assert readout_conversation[-1]["role"] == "assistant"
+    size = demo_backend.count_conversation_tokens(readout_conversation)
+    assert size is not None
+    assert size + config.readout_sampling().max_new_tokens <= 1400
+    assert judgment.status is Status.SCORED, judgment.reason
+    assert judgment.score_source == "forced_parsed"
 
 
 @pytest.mark.model
@@ -245,7 +267,8 @@ def test_overlong_response_real_context_truncated(demo_backend: Backend) -> None
     judgment = Judge(demo_backend, config=config).judge(QUERY, [long_response])[0]
     assert any("truncated from" in w for w in judgment.warnings)
     assert judgment.evaluation is not None
-    assert judgment.reason is None or "exceeds the model context" not in judgment.reason
+    assert judgment.status is Status.UNSCORABLE  # evaluated within the context (not refused), cut off at 4 tokens
+    assert judgment.reason == _CUT_OFF.format(4)
 
 
 def test_evaluate_stage_alone_refuses_empty_and_invalid_responses(fresh_mock: MockBackend) -> None:
@@ -255,7 +278,7 @@ def test_evaluate_stage_alone_refuses_empty_and_invalid_responses(fresh_mock: Mo
     for blank in ("", "  \n\t"):
         evaluation = judge.evaluate(QUERY, criteria, blank)
         assert evaluation.overall is None
-        assert evaluation.problem == "the response is empty (or only whitespace)"
+        assert evaluation.problem == "the response is empty (or only whitespace, control or invisible characters)"
     with pytest.raises(ValueError, match="response is not valid Unicode"):
         judge.evaluate(QUERY, criteria, "bad \ud800")
     with pytest.raises(TypeError, match="must be a str"):

@@ -296,3 +296,57 @@ def test_sqlite_cache_survives_a_process_restart(tmp_path: Path) -> None:
     assert second["cached"]
     assert second["criteria"] == first["criteria"]
     assert first["criteria"]
+
+
+def test_key_includes_the_backend_settings_that_change_the_text() -> None:
+    params = SamplingParams()
+
+    def key(settings: dict[str, object] | None) -> str:
+        return CriteriaCacheKey.for_sample(
+            model="m",
+            backend="b",
+            prompt_version="v",
+            params=params,
+            query="q",
+            sample_index=0,
+            backend_settings=settings,
+        ).digest()
+
+    plain = key({"dtype": "bfloat16", "adapter_sha256": "aa", "base_url": "http://a/v1", "batch_size": 8})
+    assert key({"dtype": "bfloat16", "adapter_sha256": "aa", "base_url": "http://a/v1", "batch_size": 32}) == plain
+    assert key({"dtype": "float16", "adapter_sha256": "aa", "base_url": "http://a/v1", "batch_size": 8}) != plain
+    assert key({"dtype": "bfloat16", "adapter_sha256": "bb", "base_url": "http://a/v1", "batch_size": 8}) != plain
+    assert key({"dtype": "bfloat16", "adapter_sha256": "aa", "base_url": "http://b/v1", "batch_size": 8}) != plain
+
+
+def test_a_cache_file_from_before_backend_settings_opens_and_its_entries_are_not_reused(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    # The schema and one entry as the previous version wrote them (its digest had no backend settings in it).
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "CREATE TABLE criteria (digest TEXT PRIMARY KEY, model TEXT NOT NULL, backend TEXT NOT NULL,"
+            " prompt_version TEXT NOT NULL, sampling TEXT NOT NULL, query TEXT NOT NULL, sample_index INTEGER NOT"
+            " NULL, text TEXT NOT NULL, finish_reason TEXT NOT NULL, prompt_tokens INTEGER NOT NULL,"
+            " completion_tokens INTEGER NOT NULL, created REAL NOT NULL DEFAULT (julianday('now')))"
+        )
+        old_digest = "0" * 64
+        conn.execute(
+            "INSERT INTO criteria VALUES (?, 'mock-judge', 'mock', 'ce-rm-v1', '{}', 'q', 0, 'old criteria', 'stop',"
+            " 1, 1, julianday('now'))",
+            (old_digest,),
+        )
+    backend = MockBackend(lambda conversation, params, sample: CRITERIA if len(conversation) == 1 else "\\boxed{6}")
+    with SQLiteCriteriaCache(path) as cache:
+        assert len(cache) == 1  # the old entry is still there (until clear())...
+        judgment = Judge(backend, cache=cache).judge("q", ["a"])[0]
+        assert judgment.criteria is not None
+        assert judgment.criteria.text == CRITERIA  # ...but never reused: generated afresh
+        assert cache.misses == 1
+        assert len(cache) == 2
+        again = Judge(backend, cache=cache).judge("q", ["a"])[0]
+        assert again.provenance.criteria_cached  # the new entry is
+    with sqlite3.connect(path) as conn:
+        stored = conn.execute("SELECT backend_settings FROM criteria WHERE digest != ?", (old_digest,)).fetchone()
+    assert json.loads(stored[0]) == {"backend": "mock", "model": "mock-judge"}

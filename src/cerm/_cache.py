@@ -1,9 +1,15 @@
 """Criteria caches: criteria are a per-query artifact, so a re-run (or another Judge on the same model) can reuse them.
 
 A cached entry is one criteria generation, keyed by everything that decides its text: the model and backend, the
-prompt-template version, the criteria turn's sampling settings (budget, temperature, top-p, seed), the query, and the
-sample index (so the k samples of test-time scaling stay k distinct entries). Only successful generations are stored;
-a failed one is never cached, so the next run tries again.
+backend's settings (``Backend.describe()``: server URL, dtype, quantization, adapter and its content hash, revision,
+engine settings; only settings that change speed or reliability, such as timeouts, concurrency or batch size, are
+left out), the prompt-template version, the criteria turn's sampling settings (budget, temperature, top-p, seed), the
+query, and the sample index (so the k samples of test-time scaling stay k distinct entries). Only successful
+generations are stored; a failed one is never cached, so the next run tries again.
+
+Caches written before the backend settings were part of the key (cerm 0.x files without the ``backend_settings``
+column) still open: the column is added, and their old entries are never matched again (their keys lack the
+settings, so they cannot be told apart by server or adapter). They stay in the file until ``clear()``.
 
 When NOT to cache:
 
@@ -12,8 +18,9 @@ When NOT to cache:
   when training the judge itself (RL on criteria rollouts needs new samples every step);
 * when the weights change under the same model id: during training, or after re-uploading a checkpoint under the same
   name, cached criteria belong to the old weights. Use a new cache (or ``clear()``) for every new set of weights;
-* when the chat template or backend-specific settings that are not in the key change (a custom ``chat_template``,
-  a LoRA adapter swapped in place): give each such configuration its own cache.
+* when the backend's settings do not show a change (a custom ``chat_template`` text edited in place, an adapter
+  folder overwritten between runs of one process, a server that swapped its weights behind the same URL and model
+  name): give each such configuration its own cache.
 """
 
 from __future__ import annotations
@@ -21,14 +28,41 @@ from __future__ import annotations
 import abc
 import hashlib
 import json
+import logging
 import os
 import sqlite3
 import threading
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from cerm.backends._base import Completion, SamplingParams
+
+logger = logging.getLogger("cerm")
+
+#: ``Backend.describe()`` keys that change how fast or how reliably text is generated, never which text: left out of
+#: the cache key, so a re-run with another timeout, concurrency or batch size still finds its criteria.
+OPERATIONAL_SETTINGS = frozenset(
+    {
+        "timeout",
+        "max_concurrency",
+        "max_attempts",
+        "requests_per_minute",
+        "tokens_per_minute",
+        "transport",
+        "batch_size",
+        "share_prefix",
+        "device",
+    }
+)
+
+
+def settings_fingerprint(settings: Mapping[str, Any]) -> str:
+    """Canonical JSON of the backend settings that decide generated text (``OPERATIONAL_SETTINGS`` left out)."""
+    kept = {k: v for k, v in settings.items() if k not in OPERATIONAL_SETTINGS}
+    return json.dumps(kept, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
 @dataclass(frozen=True)
@@ -44,14 +78,25 @@ class CriteriaCacheKey:
     seed: int | None
     query: str
     sample_index: int
+    #: :func:`settings_fingerprint` of ``Backend.describe()``.
+    backend_settings: str = "{}"
 
     @classmethod
     def for_sample(
-        cls, *, model: str, backend: str, prompt_version: str, params: SamplingParams, query: str, sample_index: int
+        cls,
+        *,
+        model: str,
+        backend: str,
+        prompt_version: str,
+        params: SamplingParams,
+        query: str,
+        sample_index: int,
+        backend_settings: Mapping[str, Any] | None = None,
     ) -> CriteriaCacheKey:
         return cls(
             model=model,
             backend=backend,
+            backend_settings=settings_fingerprint(backend_settings or {}),
             prompt_version=prompt_version,
             max_new_tokens=params.max_new_tokens,
             # Greedy decoding ignores top-p: normalise it so greedy entries do not split on an unused setting.
@@ -64,7 +109,9 @@ class CriteriaCacheKey:
 
     def digest(self) -> str:
         """A stable SHA-256 of the key (canonical JSON), used as the storage key."""
-        canonical = json.dumps(asdict(self), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        fields = asdict(self)
+        fields["key_version"] = 2  # 2: backend settings in the key; version-1 digests never match again
+        canonical = json.dumps(fields, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
@@ -169,6 +216,7 @@ CREATE TABLE IF NOT EXISTS criteria (
     sampling TEXT NOT NULL,
     query TEXT NOT NULL,
     sample_index INTEGER NOT NULL,
+    backend_settings TEXT NOT NULL DEFAULT '',
     text TEXT NOT NULL,
     finish_reason TEXT NOT NULL,
     prompt_tokens INTEGER NOT NULL,
@@ -198,6 +246,11 @@ class SQLiteCriteriaCache(CriteriaCache):
         self._closed = False
         conn = self._connection()
         conn.execute(_SCHEMA)
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(criteria)")}
+        if "backend_settings" not in columns:
+            # A file from before the backend settings joined the key: its entries can no longer be matched.
+            conn.execute("ALTER TABLE criteria ADD COLUMN backend_settings TEXT NOT NULL DEFAULT ''")
+            logger.info("criteria cache %s predates backend settings in the key: its old entries are not reused", path)
 
     def _connection(self) -> sqlite3.Connection:
         if self._closed:
@@ -237,7 +290,8 @@ class SQLiteCriteriaCache(CriteriaCache):
         conn = self._connection()
         conn.execute(
             "INSERT OR REPLACE INTO criteria (digest, model, backend, prompt_version, sampling, query, sample_index,"
-            " text, finish_reason, prompt_tokens, completion_tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " backend_settings, text, finish_reason, prompt_tokens, completion_tokens)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 key.digest(),
                 key.model,
@@ -246,6 +300,7 @@ class SQLiteCriteriaCache(CriteriaCache):
                 sampling,
                 key.query,
                 key.sample_index,
+                key.backend_settings,
                 value.text,
                 value.finish_reason,
                 value.prompt_tokens,

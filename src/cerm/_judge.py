@@ -8,12 +8,15 @@ anywhere, so the async API works inside notebooks and servers that already run a
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import json
 import logging
 import os
-from collections.abc import Generator, Sequence
+import unicodedata
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from cerm._cache import CriteriaCache, CriteriaCacheKey, SQLiteCriteriaCache
 from cerm._config import JudgeConfig
@@ -35,6 +38,7 @@ from cerm._types import (
 from cerm.backends._base import Backend, Completion, SamplingParams
 from cerm.backends._registry import create_backend
 from cerm.protocol import (
+    FORCED_READOUT_SUFFIX,
     PROMPT_VERSION,
     Conversation,
     closed_score,
@@ -55,7 +59,10 @@ T = TypeVar("T")
 # differently at the seam between the response and the text that follows it.
 _SEAM_TOKENS = 8
 _OVERLONG_REASON = "the response does not fit in the model context (overlong='unscorable')"
-_EMPTY_REASON = "the response is empty (or only whitespace)"
+_EMPTY_REASON = "the response is empty (or only whitespace, control or invisible characters)"
+#: What :meth:`Judge.judge_batch` does with an invalid item: raise for the whole batch, or give that item's row
+#: ERROR judgments (reason "invalid input: ...") and judge the others.
+OnInvalid = Literal["raise", "error"]
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,28 @@ class _Request:
 _Plan = Generator[_Request, list[list[Completion]], T]
 
 Item = tuple[str, Sequence[str]]
+
+# Characters that show nothing: besides whitespace, every control (Cc) and format (Cf) character (zero-width space
+# and joiners, word joiner, byte-order mark, soft hyphen, bidirectional marks), plus the combining grapheme joiner,
+# the Hangul fillers and the variation selectors, which render as nothing on their own.
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf"})
+_INVISIBLE_CHARS = frozenset("\u034f\u115f\u1160\u3164\uffa0")
+
+
+def _invisible(char: str) -> bool:
+    code = ord(char)
+    return (
+        char.isspace()
+        or unicodedata.category(char) in _INVISIBLE_CATEGORIES
+        or char in _INVISIBLE_CHARS
+        or 0xFE00 <= code <= 0xFE0F
+        or 0xE0100 <= code <= 0xE01EF
+    )
+
+
+def _is_blank(text: str) -> bool:
+    """True when ``text`` has nothing a reader could see: empty, or only whitespace and invisible characters."""
+    return all(_invisible(char) for char in text)
 
 
 @dataclass(frozen=True)
@@ -116,6 +145,8 @@ def _validate_query(query: object, where: str = "query") -> str:
         raise TypeError(f"{where} must be a str, got {type(query).__name__}")
     if not query.strip():
         raise ValueError(f"{where} is empty")
+    if _is_blank(query):
+        raise ValueError(f"{where} is empty: only control or invisible characters")
     if problem := _unicode_problem(query):
         raise ValueError(f"{where} is {problem}")
     return query
@@ -185,6 +216,9 @@ class Judge:
         self.cache: CriteriaCache | None = (
             cache if isinstance(cache, CriteriaCache) or cache is None else SQLiteCriteriaCache(cache)
         )
+        # Read once: the backend's settings are fixed at its construction, and every judgment records them.
+        self._backend_settings: dict[str, Any] = _json_ready(self._backend.describe())
+        self._suffix_tokens: int | None = None  # tokens of the forced-readout prefix, counted on first use
 
     @property
     def backend(self) -> Backend:
@@ -206,6 +240,17 @@ class Judge:
     def __repr__(self) -> str:
         return f"Judge(model={self._backend.model_id!r}, backend={self._backend.name!r}, k={self.config.k})"
 
+    def describe(self) -> dict[str, Any]:
+        """Everything that decides this Judge's results, JSON-ready and free of secrets: the backend's own
+        description (model, dtype, quantization, adapter and its content hash, revision, engine settings, server URL
+        without credentials), the prompt version and the :class:`JudgeConfig`. Record it next to stored results and
+        refuse to mix results whose descriptions differ."""
+        return {
+            "backend": _json_ready(self._backend_settings),
+            "prompt_version": PROMPT_VERSION,
+            "config": _json_ready(dataclasses.asdict(self.config)),
+        }
+
     # -- drivers -------------------------------------------------------------------------------------------------------
     def _run(self, plan: _Plan[T]) -> T:
         try:
@@ -216,12 +261,15 @@ class Judge:
             return done.value  # type: ignore[no-any-return]
 
     async def _arun(self, plan: _Plan[T]) -> T:
-        try:
-            request = next(plan)
-            while True:
-                request = plan.send(await self._backend.agenerate(request.conversations, request.params))
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
+        # Each step of the plan (validation, prompt rendering, tokenization for the context budget, criteria cache
+        # I/O, parsing and assembly) is blocking work: it runs in a worker thread, so the caller's event loop only
+        # ever awaits. The generator is resumed by one thread at a time, never concurrently.
+        done, value = await asyncio.to_thread(_advance, plan, None)
+        while not done:
+            request: _Request = value
+            completions = await self._backend.agenerate(request.conversations, request.params)
+            done, value = await asyncio.to_thread(_advance, plan, completions)
+        return value  # type: ignore[no-any-return]
 
     # -- public API: stage by stage ------------------------------------------------------------------------------------
     def criteria(self, query: str) -> Criteria:
@@ -246,13 +294,21 @@ class Judge:
     async def ajudge(self, query: str, responses: Sequence[str]) -> list[Judgment]:
         return (await self._arun(self._judge_plan([(query, responses)])))[0]
 
-    def judge_batch(self, items: Sequence[Item]) -> list[list[Judgment]]:
+    def judge_batch(self, items: Sequence[Item], *, on_invalid: OnInvalid = "raise") -> list[list[Judgment]]:
         """Judge many ``(query, responses)`` items at once: every criteria turn in one backend call, then every
-        evaluation in one more, so the backend sees large batches. Results keep the input order."""
-        return self._run(self._judge_plan(items))
+        evaluation in one more, so the backend sees large batches. Results keep the input order.
 
-    async def ajudge_batch(self, items: Sequence[Item]) -> list[list[Judgment]]:
-        return await self._arun(self._judge_plan(items))
+        ``on_invalid`` says what an invalid item (not a pair, an empty or non-text query, a responses value that is
+        not a non-empty list of strings) does: ``"raise"`` (default) raises ``TypeError``/``ValueError`` for the
+        whole batch before any generation; ``"error"`` judges the other items and gives the invalid one a row of
+        ``Status.ERROR`` judgments whose reason starts with ``"invalid input:"``: one per response when the
+        responses form a non-empty list, else a single judgment (``response_index`` 0). Use ``"error"`` when one
+        caller's bad item must not sink another's (a server merging requests).
+        """
+        return self._run(self._judge_plan(items, on_invalid))
+
+    async def ajudge_batch(self, items: Sequence[Item], *, on_invalid: OnInvalid = "raise") -> list[list[Judgment]]:
+        return await self._arun(self._judge_plan(items, on_invalid))
 
     def score(self, query: str, responses: Sequence[str]) -> list[float | None]:
         """Overall 0-10 scores, None where a response is UNSCORABLE (see :meth:`judge` for the reasons)."""
@@ -309,10 +365,10 @@ class Judge:
         _validate_responses([response], "response")
         if problem := _unicode_problem(response):
             raise ValueError(f"response is {problem}")
-        if not response.strip():  # as in judge(): nothing to evaluate, so no generation and no number
+        if _is_blank(response):  # as in judge(): nothing to evaluate, so no generation and no number
             return Evaluation("", (), None, None, _EMPTY_REASON)
         parsed = criteria if isinstance(criteria, Criteria) else parse_criteria(criteria)
-        slot = self._evaluation_slot(query, parsed.text, response)
+        slot = self._evaluation_slot(query, parsed.text, response, self._response_budget(query, parsed.text))
         if slot is None:
             return Evaluation("", (), None, None, _OVERLONG_REASON)
         params = dataclasses.replace(self.config.evaluation_sampling(), n=1)
@@ -322,22 +378,38 @@ class Judge:
         evaluation = chain.evaluation or Evaluation(completion.text, (), None, None)
         extra = (slot.warning,) if slot.warning else ()
         return dataclasses.replace(
-            evaluation, overall=chain.score, problem=chain.reason, warnings=evaluation.warnings + extra
+            evaluation,
+            overall=chain.score,
+            problem=chain.reason,
+            warnings=evaluation.warnings + extra,
+            failed=chain.failed,
         )
 
-    def _judge_plan(self, items: Sequence[Item]) -> _Plan[list[list[Judgment]]]:
+    def _judge_plan(self, items: Sequence[Item], on_invalid: OnInvalid = "raise") -> _Plan[list[list[Judgment]]]:
         if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
             raise TypeError("items must be a list of (query, responses) pairs")
+        if on_invalid not in ("raise", "error"):
+            raise ValueError(f"on_invalid must be 'raise' or 'error', got {on_invalid!r}")
         checked: list[tuple[str, list[str]]] = []
+        valid_positions: list[int] = []  # input position of each checked item
+        invalid_rows: dict[int, list[Judgment]] = {}
         for n, item in enumerate(items):
-            if not (isinstance(item, tuple | list) and len(item) == 2):
-                raise TypeError(f"items[{n}] must be a (query, responses) pair")
-            checked.append(
-                (
+            try:
+                if not (isinstance(item, tuple | list) and len(item) == 2):
+                    raise TypeError(f"items[{n}] must be a (query, responses) pair")
+                pair = (
                     _validate_query(item[0], f"items[{n}] query"),
                     _validate_responses(item[1], f"items[{n}] responses"),
                 )
-            )
+            except (TypeError, ValueError) as exc:
+                if on_invalid == "raise":
+                    raise
+                invalid_rows[n] = self._invalid_row(item, exc)
+                continue
+            checked.append(pair)
+            valid_positions.append(n)
+        if not checked:
+            return [invalid_rows[n] for n in range(len(items))]
 
         cfg = self.config
         self._check_readout_support()
@@ -373,14 +445,18 @@ class Judge:
         conversations: list[Conversation] = []
         index_of: dict[str, int] = {}
         slots: dict[tuple[int, int, int], tuple[int, str | None] | str] = {}
+        # The prompt overhead behind the response budget depends on (query, criteria sample) only: count it once.
+        budgets: dict[tuple[str, int], int | None] = {}
         for n, (query, responses) in enumerate(checked):
             for j, response in enumerate(responses):
-                if not response.strip() or _unicode_problem(response):
+                if _is_blank(response) or _unicode_problem(response):
                     continue
                 for i, sample in enumerate(samples[query]):
                     if sample.failure is not None:
                         continue
-                    slot = self._evaluation_slot(query, sample.criteria.text, response)
+                    if (query, i) not in budgets:
+                        budgets[(query, i)] = self._response_budget(query, sample.criteria.text)
+                    slot = self._evaluation_slot(query, sample.criteria.text, response, budgets[(query, i)])
                     if slot is None:
                         slots[(n, j, i)] = _OVERLONG_REASON
                         continue
@@ -398,7 +474,7 @@ class Judge:
             crit_cached = all(s.cached for s in crit_samples)
             row: list[_Pending | Judgment] = []
             for j, response in enumerate(responses):
-                if not response.strip():
+                if _is_blank(response):
                     row.append(self._unscorable(j, _EMPTY_REASON, crit_usage, crit_cached))
                     continue
                 if problem := _unicode_problem(response):
@@ -480,14 +556,19 @@ class Judge:
                     )
                 )
             results.append(row_out)
-        return results
+        if not invalid_rows:
+            return results
+        merged: list[list[Judgment]] = [invalid_rows.get(n, []) for n in range(len(items))]
+        for n, row_done in zip(valid_positions, results, strict=True):
+            merged[n] = row_done
+        return merged
 
     # -- helpers -----------------------------------------------------------------------------------------------------
     @staticmethod
     def _criteria_sample(completion: Completion, *, cached: bool = False) -> _CriteriaSample:
         if completion.finish_reason == "error":
             reason = f"criteria generation failed: {completion.error}"
-            return _CriteriaSample(Criteria(text="", items=(), problem=reason), completion, reason)
+            return _CriteriaSample(Criteria(text="", items=(), problem=reason, failed=True), completion, reason)
         return _CriteriaSample(parse_criteria(completion.text), completion, None, cached)
 
     def _cache_key(self, query: str, sample_index: int, params: SamplingParams) -> CriteriaCacheKey:
@@ -498,6 +579,7 @@ class Judge:
             params=params,
             query=query,
             sample_index=sample_index,
+            backend_settings=self._backend_settings,
         )
 
     def _cache_put(self, query: str, sample_index: int, params: SamplingParams, completion: Completion) -> None:
@@ -601,12 +683,12 @@ class Judge:
             return Chain(criteria, evaluation, None, evaluation.problem)
         return Chain(criteria, evaluation, evaluation.overall, None)
 
-    def _evaluation_slot(self, query: str, criteria_text: str, response: str) -> _EvalSlot | None:
-        """The evaluation conversation, with the response truncated to fit the context when it must be.
+    def _evaluation_slot(self, query: str, criteria_text: str, response: str, budget: int | None) -> _EvalSlot | None:
+        """The evaluation conversation, with the response truncated to ``budget`` tokens (from
+        :meth:`_response_budget`) when it must be.
 
         Returns None when the response does not fit and the policy is ``overlong="unscorable"``.
         """
-        budget = self._response_budget(query, criteria_text)
         if budget is None:
             return _EvalSlot(evaluation_conversation(query, criteria_text, response), None)
         size = self._backend.count_tokens(response)
@@ -620,14 +702,27 @@ class Judge:
         return _EvalSlot(evaluation_conversation(query, criteria_text, cut), warning)
 
     def _response_budget(self, query: str, criteria_text: str) -> int | None:
+        """The most response tokens that leave room, within the context, for the evaluation prompt around them, the
+        evaluation's own tokens and, with ``forced_readout``, the readout prefix and the score after it (the forced
+        readout continues the evaluation in the same context). None: no limit known."""
         budget = self.config.max_response_tokens
         context = self._backend.context_length
         if context is not None:
             overhead = self._backend.count_conversation_tokens(evaluation_conversation(query, criteria_text, ""))
             if overhead is not None:
-                room = context - self.config.evaluation_max_new_tokens - overhead - _SEAM_TOKENS
+                generated = self.config.evaluation_max_new_tokens
+                if self.config.forced_readout:
+                    generated += self._forced_suffix_tokens() + self.config.readout_sampling().max_new_tokens
+                room = context - generated - overhead - _SEAM_TOKENS
                 budget = room if budget is None else min(budget, room)
         return budget
+
+    def _forced_suffix_tokens(self) -> int:
+        if self._suffix_tokens is None:
+            counted = self._backend.count_tokens(FORCED_READOUT_SUFFIX)
+            # Unknown to the backend: a generous estimate (about one token per three characters).
+            self._suffix_tokens = counted if counted is not None else len(FORCED_READOUT_SUFFIX) // 3 + 1
+        return self._suffix_tokens
 
     def _truncate(self, text: str, budget: int) -> str:
         """The longest prefix of ``text`` within ``budget`` tokens (binary search over characters)."""
@@ -656,7 +751,17 @@ class Judge:
             criteria_cached=crit_cached,
             score_readout=cfg.score_readout,
             forced_readout=cfg.forced_readout,
+            backend_settings=self._backend_settings,
         )
+
+    def _invalid_row(self, item: object, problem: Exception) -> list[Judgment]:
+        """ERROR judgments for an item that failed validation (``on_invalid="error"``): one per response when the
+        responses form a non-empty list, else one."""
+        responses = item[1] if isinstance(item, tuple | list) and len(item) == 2 else None
+        count = len(responses) if isinstance(responses, Sequence) and not isinstance(responses, str) else 0
+        provenance = self._provenance(Usage(), Usage())
+        reason = f"invalid input: {problem}"
+        return [Judgment(j, Status.ERROR, None, reason, (), provenance) for j in range(max(count, 1))]
 
     def _unscorable(self, index: int, reason: str, crit_usage: Usage, crit_cached: bool = False) -> Judgment:
         provenance = self._provenance(crit_usage, Usage(), crit_cached)
@@ -683,11 +788,16 @@ class Judge:
             # A failed generation means no verdict was reached: ERROR (retry it), not the judge's UNSCORABLE.
             status = Status.ERROR if any(c.failed for c in chains) else Status.UNSCORABLE
             if len(chains) > 1:
-                reason = f"all {len(chains)} chains {'failed or ' if status is Status.ERROR else ''}unscorable: {reason}"
+                either = "failed or unscorable" if status is Status.ERROR else "unscorable"
+                reason = f"all {len(chains)} chains {either}: {reason}"
             return Judgment(index, status, None, reason, tuple(chains), provenance, unique_warnings)
         mean, spread = mean_and_spread(scores)
         if len(scores) < len(chains):
-            unique_warnings += (f"{len(chains) - len(scores)} of {len(chains)} chains unscorable; mean over the rest",)
+            failed = sum(1 for c in chains if c.failed and c.score is None)
+            unscorable = len(chains) - len(scores) - failed
+            counts = ((failed, "failed (generation error)"), (unscorable, "unscorable"))
+            parts = [f"{count} of {len(chains)} chains {what}" for count, what in counts if count]
+            unique_warnings += (f"{'; '.join(parts)}; mean over the rest",)
         return Judgment(index, Status.SCORED, mean, None, tuple(chains), provenance, unique_warnings, spread)
 
 
@@ -713,3 +823,18 @@ def _best_of_n(candidates: Sequence[str], judgments: list[Judgment]) -> BestOfN:
         judgments=tuple(judgments),
         ranking=tuple(ranking),
     )
+
+
+def _advance(plan: _Plan[T], sent: list[list[Completion]] | None) -> tuple[bool, Any]:
+    """Resume ``plan`` with ``sent``: ``(False, next request)`` or ``(True, result)``. StopIteration cannot cross a
+    thread boundary (a Future refuses it), so the end of the plan is returned as a value."""
+    try:
+        return False, plan.send(sent)  # type: ignore[arg-type]
+    except StopIteration as done:
+        return True, done.value
+
+
+def _json_ready(value: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON-ready copy (tuples become lists; anything JSON cannot hold is recorded as its ``str``)."""
+    data: dict[str, Any] = json.loads(json.dumps(dict(value), default=str))
+    return data

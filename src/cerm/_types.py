@@ -60,6 +60,8 @@ class Criteria:
     text: str
     items: tuple[Criterion, ...]
     problem: str | None = None
+    #: True when the criteria generation itself failed (outage, out of memory, ...): no judge text at all.
+    failed: bool = False
 
     @property
     def well_formed(self) -> bool:
@@ -99,6 +101,9 @@ class Evaluation:
     overall: float | None
     problem: str | None = None
     warnings: tuple[str, ...] = ()
+    #: True when the evaluation's generation failed (outage, out of memory, ...): ``problem`` says how; this is no
+    #: verdict of the judge (see ``Status.ERROR``), unlike a text without a valid score.
+    failed: bool = False
 
 
 @dataclass(frozen=True)
@@ -166,6 +171,10 @@ class Provenance:
     #: ``JudgeConfig.score_readout`` and ``JudgeConfig.forced_readout`` in force for this judgment.
     score_readout: str = "parsed"
     forced_readout: bool = False
+    #: The backend's own description (``Backend.describe()``, read once per Judge; JSON-ready, never secrets):
+    #: dtype, quantization, adapter path and content hash, model revision, engine settings, server URL without
+    #: credentials. Treat it as read-only: judgments of one Judge share it.
+    backend_settings: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

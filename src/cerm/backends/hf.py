@@ -5,15 +5,18 @@ Install with ``pip install 'ce-rm[hf]'`` (``'ce-rm[peft]'`` for adapters and 4-b
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from cerm._embedded import DEMO_MODEL, demo_model_path, is_demo_model
 from cerm._errors import BackendUnavailableError, ConfigurationError, ModelNotFoundError
 from cerm.backends._base import Backend, Completion, SamplingParams, TokenLogprob
+from cerm.backends._identity import folder_digest
 from cerm.backends._shared_prefix import PrefixPlan, order_for_sharing, plan_shared_prefix
 from cerm.protocol import Conversation
 
@@ -28,6 +31,21 @@ _DTYPES = {
     "fp16": "float16",
     "half": "float16",
 }
+
+
+# How out-of-memory errors read when they are not torch.OutOfMemoryError (older torch, cuBLAS/cuDNN, MPS, ROCm).
+_OOM_MESSAGES = ("out of memory", "cublas_status_alloc_failed", "cudnn_status_alloc_failed", "hip out of memory")
+_CERM_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _raised_in_cerm(exc: BaseException) -> bool:
+    """True when the innermost Python frame of ``exc``'s traceback is in cerm's own source."""
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return Path(tb.tb_frame.f_code.co_filename).resolve().is_relative_to(_CERM_ROOT)
 
 
 def _import_hf() -> tuple[Any, Any]:
@@ -130,13 +148,24 @@ class HFBackend(Backend):
         self._share_prefix = share_prefix and self._cache_allows_prefix_sharing()
         # Read once: transformers answers by inspecting forward()'s signature.
         self._logits_to_keep = bool(getattr(self._causal_lm(), "_supports_logits_to_keep", lambda: False)())
+        custom_template = chat_template.encode("utf-8") if chat_template is not None else None
         self._settings = {
             "dtype": str(torch_dtype).replace("torch.", ""),
             "device": self._device,
             "load_in_4bit": load_in_4bit,
+            "quantization": "bitsandbytes-nf4" if load_in_4bit else None,
             "adapter": adapter,
+            "adapter_sha256": folder_digest(Path(adapter)) if adapter else None,
+            "revision": revision,
+            # The hub commit the weights were read from (transformers records it for cached hub models).
+            "commit": getattr(self.model.config, "_commit_hash", None) if not is_demo_model(model) else None,
+            "tokenizer": tokenizer,
+            "gguf_file": gguf_file,
+            "chat_template_sha256": hashlib.sha256(custom_template).hexdigest() if custom_template else None,
+            "chat_template_kwargs": dict(self._template_kwargs),
             "batch_size": batch_size,
             "share_prefix": self._share_prefix,
+            "transformers": transformers.__version__,
         }
 
     # -- loading helpers -------------------------------------------------------------------------------------------
@@ -294,17 +323,46 @@ class HFBackend(Backend):
         jobs = [jobs[j] for j in order_for_sharing([ids for _, _, ids in jobs])]
         for start in range(0, len(jobs), self._batch_size):
             batch = jobs[start : start + self._batch_size]
-            try:
-                outputs = self._generate_batch([ids for _, _, ids in batch], params, batch_index=start)
-            except (
-                RuntimeError,
-                ValueError,
-            ) as exc:  # e.g. out of memory: fail this batch only, keep the rest
-                logger.exception("hf generation failed for a batch of %d sequences", len(batch))
-                outputs = [Completion.failed(f"{type(exc).__name__}: {exc}") for _ in batch]
+            outputs = self._generate_or_fail([ids for _, _, ids in batch], params, batch_index=start)
             for (i, s, _), completion in zip(batch, outputs, strict=True):
                 results[i][s] = completion
         return [[c for c in row if c is not None] for row in results]
+
+    def _generate_or_fail(self, prompts: list[list[int]], params: SamplingParams, batch_index: int) -> list[Completion]:
+        """One batch, where only what belongs to this batch becomes failed completions: running out of memory (the
+        batch is split in halves and retried first, so one long prompt fails alone) and an input the model's library
+        refuses. Any other exception, and every exception raised by cerm's own code, is a bug and propagates."""
+        try:
+            return self._generate_batch(prompts, params, batch_index=batch_index)
+        except Exception as exc:
+            kind = self._batch_failure(exc)
+            if kind is None:
+                raise
+            if kind == "out of memory" and len(prompts) > 1:
+                logger.warning("hf generation ran out of memory for %d sequences; retrying in halves", len(prompts))
+                self._release_cached_memory()
+                half = len(prompts) // 2
+                return self._generate_or_fail(prompts[:half], params, batch_index) + self._generate_or_fail(
+                    prompts[half:], params, batch_index + half
+                )
+            logger.warning("hf generation failed for %d sequences (%s): %s", len(prompts), kind, exc)
+            return [Completion.failed(f"{kind}: {type(exc).__name__}: {exc}") for _ in prompts]
+
+    def _batch_failure(self, exc: BaseException) -> str | None:
+        """What kind of per-batch failure ``exc`` is, or None when it must propagate."""
+        if isinstance(exc, self._torch.OutOfMemoryError) or (
+            isinstance(exc, RuntimeError) and any(m in str(exc).lower() for m in _OOM_MESSAGES)
+        ):
+            return "out of memory"
+        # A bad input refused by torch or transformers (a token id outside the embedding, a shape the model cannot
+        # take): raised from their code, not ours. The same exception types raised in cerm are bugs.
+        if isinstance(exc, (RuntimeError, ValueError, IndexError)) and not _raised_in_cerm(exc):
+            return "input refused by the model"
+        return None
+
+    def _release_cached_memory(self) -> None:
+        if self._torch.cuda.is_available():
+            self._torch.cuda.empty_cache()
 
     def _generate_batch(self, prompts: list[list[int]], params: SamplingParams, batch_index: int) -> list[Completion]:
         torch = self._torch
@@ -315,9 +373,6 @@ class HFBackend(Backend):
         else:
             input_ids, attention_mask = self._left_pad(prompts, max(len(p) for p in prompts))
             input_ids, attention_mask = input_ids.to(self.model.device), attention_mask.to(self.model.device)
-        if params.seed is not None:
-            # Seeded per batch so a re-run with the same inputs and batch size reproduces the same samples.
-            torch.manual_seed(params.seed + batch_index)
         gen_kwargs: dict[str, Any] = {
             "max_new_tokens": params.max_new_tokens,
             "pad_token_id": self.tokenizer.pad_token_id,
@@ -335,7 +390,8 @@ class HFBackend(Backend):
             recorder = _StepLogprobRecorder(torch, params.top_logprobs)
             handle = self._causal_lm().register_forward_hook(recorder.hook, with_kwargs=True)
         try:
-            out = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **gen_kwargs)
+            with self._seeded(None if params.seed is None else params.seed + batch_index):
+                out = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **gen_kwargs)
         finally:
             if recorder is not None:
                 handle.remove()
@@ -358,6 +414,21 @@ class HFBackend(Backend):
                 )
             )
         return completions
+
+    @contextlib.contextmanager
+    def _seeded(self, seed: int | None) -> Iterator[None]:
+        """Sampling seeded with ``seed`` (per batch, so a re-run with the same inputs and batch size reproduces the
+        same samples) without touching the process's random stream: transformers' generate() samples from the global
+        torch generator and takes no generator of its own, so the global state of the model's device (and the CPU)
+        is saved before and restored after. Unseeded sampling draws from the global stream as usual."""
+        if seed is None:
+            yield
+            return
+        device = self.model.device
+        devices = [device.index if device.index is not None else 0] if device.type == "cuda" else []
+        with self._torch.random.fork_rng(devices=devices, device_type=device.type if device.type == "cuda" else None):
+            self._torch.manual_seed(seed)
+            yield
 
     def _prefill_shared_prefixes(self, plan: PrefixPlan) -> tuple[Any, Any, Any]:
         """Compute each group's prefix once, copy its KV rows to the group's members, and lay out the full batch.

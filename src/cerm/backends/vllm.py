@@ -18,6 +18,7 @@ when the last backend using it is closed. Asking for a different engine while on
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import zlib
@@ -29,6 +30,7 @@ from typing import Any
 from cerm._embedded import DEMO_MODEL, demo_model_path, is_demo_model
 from cerm._errors import BackendUnavailableError, ConfigurationError, ModelNotFoundError
 from cerm.backends._base import Backend, Completion, FinishReason, SamplingParams, TokenLogprob
+from cerm.backends._identity import folder_digest
 from cerm.protocol import Conversation
 
 logger = logging.getLogger("cerm")
@@ -235,13 +237,23 @@ class VLLMBackend(Backend):
         except BaseException:
             self.close()
             raise
+        model_config = self._engine.llm.model_config
         self._settings: dict[str, Any] = {
-            "dtype": str(self._engine.llm.model_config.dtype).replace("torch.", ""),
+            "dtype": str(model_config.dtype).replace("torch.", ""),
+            "quantization": getattr(model_config, "quantization", None),
+            "revision": revision,
+            "tokenizer": tokenizer,
             "max_model_len": self._max_model_len,
             "tensor_parallel_size": tensor_parallel_size,
             "enforce_eager": enforce_eager,
             "enable_prefix_caching": enable_prefix_caching,
             "adapter": adapter,
+            "adapter_sha256": folder_digest(Path(adapter)) if adapter else None,
+            "chat_template_sha256": (
+                hashlib.sha256(chat_template.encode("utf-8")).hexdigest() if chat_template is not None else None
+            ),
+            "engine_seed": seed,
+            "engine_kwargs": {k: repr(v) for k, v in extra.items()},
         }
 
     # -- construction helpers --------------------------------------------------------------------------------------
