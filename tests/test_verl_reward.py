@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from _integration_helpers import mock_judge
+from _integration_helpers import failing_judge, mock_judge
 from cerm import Judge, JudgeConfig
-from cerm.integrations import VerlReward
+from cerm.integrations import JudgeUnavailableError, VerlReward
 
 
 def test_naive_and_batch_conventions() -> None:
@@ -16,7 +16,7 @@ def test_naive_and_batch_conventions() -> None:
     reward = VerlReward(judge, unscorable_score=0.0, scale=(0, 1))
     single = reward(data_source="demo", solution_str="Paris", ground_truth=None, extra_info={"question": "Capital?"})
     assert isinstance(single, dict)
-    assert set(single) == {"score", "scorable", "reason"}
+    assert set(single) == {"score", "scorable", "errored", "reason"}
     assert single["scorable"] is True
     assert 0 <= single["score"] <= 1
     assert single["reason"] == ""
@@ -30,7 +30,7 @@ def test_naive_and_batch_conventions() -> None:
     assert len(batch) == 4
     assert len(backend.calls) == 2  # one criteria call (2 queries), one evaluation call
     assert batch[0] == single
-    assert batch[2] == {"score": 0.0, "scorable": False, "reason": batch[2]["reason"]}
+    assert batch[2] == {"score": 0.0, "scorable": False, "errored": False, "reason": batch[2]["reason"]}
     assert batch[2]["reason"]
     assert all(type(b["score"]) is float for b in batch)
 
@@ -57,6 +57,34 @@ def test_misconfiguration_is_an_error_not_a_reward() -> None:
         reward(data_source="d", solution_str="x", ground_truth="y", extra_info={"index": 3})
     with pytest.raises(TypeError):
         reward("positional")
+
+
+def test_errored_judgment_raises_by_default_and_the_fallback_is_explicit() -> None:
+    judge, _ = failing_judge("boom")
+    batch = {
+        "data_sources": ["d"] * 3,
+        "solution_strs": ["fine", "boom", "UNSCORABLE"],
+        "ground_truths": [None] * 3,
+        "extra_infos": [{"question": "Q"}] * 3,
+    }
+    strict = VerlReward(judge, unscorable_score=0.0)
+    with pytest.raises(JudgeUnavailableError, match=r"1 of 3 responses got no judgment.*unreachable"):
+        strict(**batch)
+    with pytest.raises(JudgeUnavailableError):
+        strict(data_source="d", solution_str="boom", extra_info={"question": "Q"})
+    with pytest.raises(JudgeUnavailableError):
+        asyncio.run(strict.acompute_score_batch(**batch))
+    fallback = VerlReward(judge, unscorable_score=0.0, error_score=-1.0)
+    out = fallback(**batch)
+    assert isinstance(out, list)
+    assert out[0]["scorable"] is True
+    assert out[0]["errored"] is False
+    assert out[1] == {"score": -1.0, "scorable": False, "errored": True, "reason": out[1]["reason"]}
+    assert "unreachable" in out[1]["reason"]
+    assert out[2] == {"score": 0.0, "scorable": False, "errored": False, "reason": out[2]["reason"]}
+    assert VerlReward(judge, unscorable_score=0.0, error_score=-2.0, return_dict=False)(**batch)[1] == -2.0
+    with pytest.raises(TypeError, match="error_score"):
+        VerlReward(judge, unscorable_score=0.0, error_score="0")  # type: ignore[arg-type]
 
 
 def test_lazy_factory_and_async() -> None:
