@@ -103,9 +103,15 @@ class JudgeConfig:
             raise ConfigurationError(f"readout_min_mass must be in [0, 1], got {self.readout_min_mass}")
         if self.max_response_tokens is not None and self.max_response_tokens < 1:
             raise ConfigurationError(f"max_response_tokens must be >= 1, got {self.max_response_tokens}")
-        # Validate the budgets and decoding values once, here, rather than at the first backend call.
-        self.criteria_sampling()
-        self.evaluation_sampling()
+        # Validate the budgets and decoding values once, here, rather than at the first backend call. SamplingParams
+        # says what is wrong with a plain ValueError; here it is a setting of this config, so a ConfigurationError.
+        try:
+            self.criteria_sampling()
+            self.evaluation_sampling()
+        except ConfigurationError:
+            raise
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
 
     def with_(self, **changes: Any) -> JudgeConfig:
         """A copy with some fields changed."""
