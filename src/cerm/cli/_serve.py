@@ -23,7 +23,7 @@ POST /get_reward  {"query": [prompt+response, ...], "prompts": [prompt, ...], "l
              ->   {"rewards": [...], "scores": [...], "extra_logs": {"cerm_scorable": [...]}, "cerm": [...]}
 GET  /health      status, model, and micro-batching counters
 
-OpenRLHF (0.11): --reward.remote_url http://HOST:PORT/get_reward   (before 0.10: --remote_rm_url)
+OpenRLHF (0.11): --reward.remote_url http://HOST:PORT/get_reward   (older releases: --remote_rm_url)
 UNSCORABLE samples get --unscorable-reward (required: choose it knowingly) and cerm_scorable = 0.
 ERROR samples (the judge's generation failed: no judgment) get no reward: their request answers 503, which OpenRLHF
 retries and, if the failure persists, stops on. Other requests keep being served.

@@ -1,6 +1,6 @@
 """OpenRLHF: an HTTP reward server speaking OpenRLHF's remote reward contract.
 
-Point OpenRLHF at it with ``--reward.remote_url http://host:port/get_reward`` (OpenRLHF 0.11; releases before 0.10 call
+Point OpenRLHF at it with ``--reward.remote_url http://host:port/get_reward`` (OpenRLHF 0.11; older releases call
 the flag ``--remote_rm_url``).
 
 The contract, as OpenRLHF's trainer uses it:
