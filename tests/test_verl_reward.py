@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from _integration_helpers import failing_judge, mock_judge
+from _openai_servers import FaultServer
 from cerm import Judge, JudgeConfig
 from cerm.integrations import JudgeUnavailableError, VerlReward
 
@@ -118,3 +119,22 @@ def test_batch_form_with_the_demo_judge() -> None:
         assert isinstance(item["score"], float)
         assert item["scorable"] or (item["score"] == 0.0 and item["reason"])
     judge.close()
+
+
+def test_outage_of_an_openai_compatible_judge_raises_in_verl() -> None:
+    """Fault injection over real HTTP: the judge's server fails every attempt for one response."""
+    from cerm.backends.openai import OpenAIBackend
+
+    fault = FaultServer(schedule={"flaky": ["503", "503"]})
+    with fault.running():
+        backend = OpenAIBackend(
+            "judge-model", base_url=fault.base_url, api_key="sk-test", max_attempts=2, backoff_initial=0.01, timeout=5
+        )
+        judge = Judge(backend, config=JudgeConfig(criteria_max_new_tokens=32, evaluation_max_new_tokens=32))
+        reward = VerlReward(judge, unscorable_score=0.0)
+        with pytest.raises(JudgeUnavailableError, match="HTTP 503"):
+            reward(solution_strs=["score=6 ok", "score=6 flaky"], extra_infos=[{"question": "Q"}] * 2)
+        # Once the server answers again, the same call is rewarded.
+        assert [r["score"] for r in reward(solution_strs=["score=6 flaky"], extra_infos=[{"question": "Q"}])] == [6.0]
+        backend.close()
+    assert fault.count("flaky") == 3
