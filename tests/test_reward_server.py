@@ -475,3 +475,32 @@ def test_cerm_serve_help_names_openrlhf_0_11_flag_and_the_server_options() -> No
     for option in ("--api-key", "CERM_SERVE_API_KEY", "--criteria-cache-size", "--host"):
         assert option in out.stdout
     assert "default 127.0.0.1" in out.stdout
+
+
+def test_cerm_serve_reads_its_api_key_from_the_environment() -> None:
+    # An OpenAI-compatible judge that is never called: the server starts without a model, and only auth is exercised.
+    port = _free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"),
+        "CERM_SERVE_API_KEY": "from-env",
+    }
+    args = ["--backend", "openai", "--model", "judge", "--backend-arg", "base_url=http://127.0.0.1:9/v1"]
+    command = [sys.executable, "-m", "cerm", "serve", "--port", str(port), "--unscorable-reward", "0", *args]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}/health"
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            try:
+                refused = httpx.get(url, timeout=5)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "cerm serve did not come up"
+                time.sleep(0.2)
+        assert refused.status_code == 401
+        assert httpx.get(url, headers={"Authorization": "Bearer from-env"}).json()["status"] == "ok"
+    finally:
+        proc.terminate()
+        proc.wait(30)
