@@ -1,10 +1,17 @@
 """Servers for the openai backend's tests: a fault-injecting OpenAI-compatible stub (aiohttp, in a thread) and a
-fixture-friendly launcher for llama.cpp's real server (``python -m llama_cpp.server``)."""
+fixture-friendly launcher for llama.cpp's real server (``python -m llama_cpp.server``).
+
+llama.cpp's server is a test-only dependency with a long source build, so it lives in its own venv, ``.venv-llama``,
+which ``make test`` builds on first use (``make venv-llama``) and reuses afterwards; the server runs there as a separate
+process, so the main venv never needs it. ``make test`` sets ``CERM_LLAMA_PYTHON`` (that venv's interpreter) and
+``CERM_REQUIRE_LLAMA=1``: a missing server is then a failure, not a skip.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import json
 import os
 import re
@@ -231,14 +238,51 @@ class FaultServer:
             loop.close()
 
 
+LLAMA_VENV = Path(__file__).resolve().parents[1] / ".venv-llama"
+
+
+def llama_cpp_python() -> str | None:
+    """The interpreter that has ``llama_cpp.server``: $CERM_LLAMA_PYTHON, else ``.venv-llama`` of this checkout, else
+    the running one when it has llama-cpp-python installed; None when there is none."""
+    configured = os.environ.get("CERM_LLAMA_PYTHON")
+    if configured:
+        return configured if Path(configured).is_file() else None
+    local = LLAMA_VENV / "bin" / "python"
+    if (LLAMA_VENV / ".installed").is_file() and local.is_file():
+        return str(local)
+    return sys.executable if importlib.util.find_spec("llama_cpp") is not None else None
+
+
+def require_llama_cpp() -> str:
+    """The llama.cpp server's interpreter, or skip the test with the reason (a failure under ``make test``, which
+    builds it: CERM_REQUIRE_LLAMA=1)."""
+    import pytest
+
+    python = llama_cpp_python()
+    if python is not None:
+        return python
+    reason = (
+        "llama.cpp's server is not available: `make venv-llama` builds it into .venv-llama "
+        "(llama-cpp-python[server]); or set CERM_LLAMA_PYTHON to a python that has it"
+    )
+    if os.environ.get("CERM_REQUIRE_LLAMA") == "1":
+        pytest.fail(reason)
+    pytest.skip(reason)
+    raise AssertionError("unreachable: pytest.skip raises")
+
+
 @contextlib.contextmanager
-def llama_cpp_server(model: Path, n_ctx: int = 4096) -> Iterator[str]:
-    """Start ``python -m llama_cpp.server`` on a free port; yield its base URL; stop it. Ready in about 2 s."""
+def llama_cpp_server(model: Path, n_ctx: int = 4096, python: str | None = None) -> Iterator[str]:
+    """Start ``python -m llama_cpp.server`` on a free port; yield its base URL; stop it. Ready in about 2 s.
+    ``python`` is the interpreter to run it with (default: :func:`llama_cpp_python`)."""
+    python = python or llama_cpp_python()
+    if python is None:
+        raise RuntimeError("no python with llama-cpp-python[server]: run `make venv-llama`")
     port = free_port()
     log = open(os.devnull, "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [
-            sys.executable,
+            python,
             "-m",
             "llama_cpp.server",
             "--model",

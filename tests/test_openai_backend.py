@@ -8,7 +8,6 @@ the Judge end to end against a real OpenAI-compatible implementation, compared w
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import itertools
 import logging
 import re
@@ -19,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from _openai_servers import FaultServer, llama_cpp_server
+from _openai_servers import FaultServer, llama_cpp_server, require_llama_cpp
 from cerm import ConfigurationError, Judge, JudgeConfig, Status
 from cerm.backends import Backend, Completion, SamplingParams, TokenLogprob, create_backend
 from cerm.backends.openai import OpenAIBackend
@@ -388,13 +387,10 @@ def test_unreachable_server_fails_items_not_the_call() -> None:
 # -- llama.cpp's real server ------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def llama_url() -> Iterator[str]:
-    if importlib.util.find_spec("llama_cpp") is None:
-        pytest.skip(
-            "llama-cpp-python is not installed (make install builds it: pip install 'llama-cpp-python[server]')"
-        )
+    python = require_llama_cpp()  # .venv-llama, built by `make test`
     from cerm._embedded import demo_gguf_path
 
-    with llama_cpp_server(demo_gguf_path()) as url:
+    with llama_cpp_server(demo_gguf_path(), python=python) as url:
         yield url
 
 

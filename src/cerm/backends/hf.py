@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import logging
 import threading
 from collections.abc import Iterator, Sequence
@@ -149,6 +150,11 @@ class HFBackend(Backend):
         # Read once: transformers answers by inspecting forward()'s signature.
         self._logits_to_keep = bool(getattr(self._causal_lm(), "_supports_logits_to_keep", lambda: False)())
         custom_template = chat_template.encode("utf-8") if chat_template is not None else None
+        # transformers 5.2x renamed forward()'s and generate()'s ``past_key_values`` to ``cache`` (the old name warns on
+        # every call, and goes in 5.40); older versions only know the old name. Read once, from the model's signature.
+        self._cache_kwarg = (
+            "cache" if "cache" in inspect.signature(self._causal_lm().forward).parameters else "past_key_values"
+        )
         self._settings = {
             "dtype": str(torch_dtype).replace("torch.", ""),
             "device": self._device,
@@ -380,7 +386,7 @@ class HFBackend(Backend):
             "return_dict_in_generate": True,
         }
         if cache is not None:
-            gen_kwargs["past_key_values"] = cache  # generate() then computes only the uncached suffix positions
+            gen_kwargs[self._cache_kwarg] = cache  # generate() then computes only the uncached suffix positions
         if params.greedy:
             gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         else:
@@ -453,8 +459,8 @@ class HFBackend(Backend):
             input_ids=prefix_ids,
             attention_mask=prefix_mask,
             position_ids=(prefix_mask.cumsum(-1) - 1).clamp(min=0),
-            past_key_values=cache,
             use_cache=True,
+            **{self._cache_kwarg: cache},
             **forward_kwargs,
         )
         rows = torch.tensor(plan.group_of_row, device=device)
