@@ -12,8 +12,8 @@ from typing import Any
 
 import httpx
 import pytest
-from tests._integration_helpers import mock_judge
 
+from _integration_helpers import mock_judge
 from cerm.cli import InputError
 from cerm.cli._serve import load_function
 from cerm.integrations import RewardServer, create_app

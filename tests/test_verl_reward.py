@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +11,7 @@ from _integration_helpers import failing_judge, mock_judge
 from _openai_servers import FaultServer
 from cerm import Judge, JudgeConfig
 from cerm.integrations import JudgeUnavailableError, VerlReward
+from cerm.integrations.verl import JudgeSettings, judge_settings
 
 
 def test_naive_and_batch_conventions() -> None:
@@ -138,3 +140,36 @@ def test_outage_of_an_openai_compatible_judge_raises_in_verl() -> None:
         assert [r["score"] for r in reward(solution_strs=["score=6 flaky"], extra_infos=[{"question": "Q"}])] == [6.0]
         backend.close()
     assert fault.count("flaky") == 3
+
+
+# -- a judge chosen by configuration alone (veRL's reward_kwargs, the environment, veRL's reward model router) --------
+def test_judge_settings_precedence() -> None:
+    tokenizer = type("Tok", (), {"name_or_path": "/models/ce-rm"})()
+    router = {"reward_router_address": "10.0.0.5:8123", "reward_model_tokenizer": tokenizer}
+    assert judge_settings({}, {}) == JudgeSettings("demo")
+    assert judge_settings(router, {}) == JudgeSettings("/models/ce-rm", "http://10.0.0.5:8123/v1")
+    env = {"CERM_JUDGE": "env-model", "CERM_JUDGE_BASE_URL": "http://env/v1", "CERM_CRITERIA_CACHE": "/tmp/c.sqlite"}
+    assert judge_settings(router, env) == JudgeSettings("env-model", "http://env/v1", "/tmp/c.sqlite")
+    kwargs = {"judge_model": "kw-model", "judge_base_url": "http://kw/v1", "criteria_cache": "/kw.sqlite", **router}
+    assert judge_settings(kwargs, env) == JudgeSettings("kw-model", "http://kw/v1", "/kw.sqlite")
+    with pytest.raises(ValueError, match="judge_model"):
+        judge_settings({"reward_router_address": "h:1"}, {})
+    with pytest.raises(TypeError, match="judge_model"):
+        judge_settings({"judge_model": 3}, {})
+
+
+def test_configured_reward_calls_the_judge_server_its_kwargs_name(tmp_path: Path) -> None:
+    with FaultServer().running() as server:
+        config = JudgeConfig(criteria_max_new_tokens=16, evaluation_max_new_tokens=16)
+        reward = VerlReward.configured(unscorable_score=-1.0, config=config, environ={})
+        kwargs = {"judge_model": "m", "judge_base_url": server.base_url, "criteria_cache": str(tmp_path / "c.sqlite")}
+        info = {"question": "What is 2+2?"}
+        first = reward(data_source="d", solution_str="score=7", ground_truth="", extra_info=info, **kwargs)
+        second = reward(data_source="d", solution_str="score=3", ground_truth="", extra_info=info, **kwargs)
+        assert (first["score"], second["score"]) == (7.0, 3.0)
+        assert sum(1 for s in server.seen if len(s.body["messages"]) == 1) == 1  # criteria from the shared cache
+        assert {s.body["model"] for s in server.seen} == {"m"}
+        # A fresh reward function (another veRL worker process) on the same cache file: no criteria turn at all.
+        other = VerlReward.configured(unscorable_score=-1.0, config=config, environ={})
+        assert other(data_source="d", solution_str="score=9", ground_truth="", extra_info=info, **kwargs)["score"] == 9
+        assert sum(1 for s in server.seen if len(s.body["messages"]) == 1) == 1
