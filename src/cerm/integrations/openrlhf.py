@@ -12,12 +12,18 @@ The contract, as OpenRLHF's trainer uses it:
 * answer: ``{"rewards": [float], "scores": [float], "extra_logs": {name: [float]}}``, one value per sample.
   ``rewards`` drive the advantages, ``scores`` the dynamic filtering, ``extra_logs`` are logged.
 
-How cerm reads a sample: the response is ``query`` minus its ``prompts`` prefix (when the prompt is not a prefix but
-occurs in the query, e.g. after a BOS token, the text after its first occurrence; otherwise the sample is UNSCORABLE),
-with trailing end-of-turn markers (``<|im_end|>``, ``<|eot_id|>``, ``</s>``, ...) removed. The judge's query is the
-last user turn of a ChatML (``<|im_start|>user``) or Llama-3 (``<|start_header_id|>user``) templated prompt, else the
-prompt text as it is; pass ``query_fn`` for other templates. Labels are accepted and ignored: CE-RM judges without a
-reference answer.
+How cerm reads a sample (:func:`separate_response`): the response is ``query`` minus its ``prompts`` prefix (when the
+prompt is not a prefix but occurs in the query, e.g. after a BOS token, the text after its first occurrence), with
+trailing end-of-turn markers removed (:data:`DEFAULT_END_MARKERS`: ChatML, Llama 3, Gemma, Mistral, Phi-3; add more
+with ``end_markers``). The judge's query is the last user turn of a ChatML, Llama 3, Gemma, Phi-3 or Mistral prompt,
+else the prompt text as it is; ``query_fn`` (a function of the prompt) or ``query_field`` (a request field such as
+``labels``) change that, and ``response_fn`` post-processes the response. Labels are otherwise ignored: CE-RM judges
+without a reference answer.
+
+A prompt the policy truncated: OpenRLHF cuts long prompts from the LEFT to fit its window but sends the full prompt
+text. A sample that starts with the prompt's end is recognised, its response separated after it, and the judge reads
+the prompt as sent (its last user turn, in full); the sample is flagged ``prompt_truncated`` in ``"cerm"`` and
+``extra_logs["cerm_prompt_truncated"]``. A sample holding neither the prompt nor its end is UNSCORABLE.
 
 UNSCORABLE samples: OpenRLHF needs a number for every sample, so the server answers ``unscorable_reward`` for them, a
 value the operator MUST choose (no default), and says so per sample: ``extra_logs["cerm_scorable"]`` is 1.0 or 0.0 and
