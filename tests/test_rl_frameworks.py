@@ -299,14 +299,15 @@ def test_verl_reward_loop_with_reward_kwargs_and_a_shared_criteria_cache(
     rows = verl_rows()
     cache = tmp_path / "criteria.sqlite"
     config = verl_config(judge_model="hash-judge", judge_base_url=judge_server.base_url, criteria_cache=str(cache))
-    # Step 1: the first response of each prompt, in one worker (which writes the criteria to the shared file) ...
-    first = run_verl(config, verl_batch(tok, [rows[0], rows[2], rows[3]]))
-    # ... step 2: a second worker (veRL loads the example file again: a new judge, the same cache file).
-    second = run_verl(config, verl_batch(tok, [rows[1]]))
+    # Step 1: every response at once (veRL scores them concurrently, one call each): one criteria turn per prompt.
+    first = run_verl(config, verl_batch(tok, rows))
+    assert judge_server.criteria_turns == 3
+    # Step 2: a second worker (veRL loads the example file again: a new judge, the same cache file), new responses.
+    more = [(rows[0][0], "Zero again."), (rows[2][0], "Two.")]
+    second = run_verl(config, verl_batch(tok, more))
     outputs = first + second
-    got = [o["reward_score"] for o in outputs]
-    assert got == [expected_verl(rows)[i] for i in (0, 2, 3, 1)]
-    assert [o["reward_extra_info"]["scorable"] for o in outputs] == [True, True, False, True]
+    assert [o["reward_score"] for o in outputs] == expected_verl(rows + more)
+    assert [o["reward_extra_info"]["scorable"] for o in outputs] == [True, True, True, False, True, True]
     assert judge_server.criteria_turns == 3  # one per prompt across both workers
     # veRL decoded the response with skip_special_tokens=True: the judge read it without the special token.
     assert "Two  with a special token." in {r for _, r in judge_server.judged}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -173,3 +174,36 @@ def test_configured_reward_calls_the_judge_server_its_kwargs_name(tmp_path: Path
         other = VerlReward.configured(unscorable_score=-1.0, config=config, environ={})
         assert other(data_source="d", solution_str="score=9", ground_truth="", extra_info=info, **kwargs)["score"] == 9
         assert sum(1 for s in server.seen if len(s.body["messages"]) == 1) == 1
+
+
+def test_concurrent_responses_of_a_prompt_share_one_criteria_turn(tmp_path: Path) -> None:
+    """veRL 0.9 scores each response alone, from several threads at once: while a prompt's criteria are not cached,
+    one call generates them and the others wait for them, instead of each paying (and maybe differing in) its own."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    n = 8
+    all_checked = threading.Barrier(n, timeout=60)
+    seen = threading.local()
+
+    class Gated(VerlReward):
+        def _uncached(self, judge: Judge, items: Any) -> list[str]:  # type: ignore[override]
+            missing = VerlReward._uncached(judge, items)
+            if not getattr(seen, "once", False):  # every thread has found the criteria missing before any goes on
+                seen.once = True
+                all_checked.wait()
+            return missing
+
+    with FaultServer().running() as server:
+        config = JudgeConfig(criteria_max_new_tokens=16, evaluation_max_new_tokens=16)
+        reward = Gated.configured(unscorable_score=-1.0, config=config, environ={})
+        kwargs = {"judge_model": "m", "judge_base_url": server.base_url, "criteria_cache": str(tmp_path / "c.sqlite")}
+        info = {"question": "What is 2+2?"}
+        with ThreadPoolExecutor(n) as pool:
+            results = list(
+                pool.map(
+                    lambda s: reward(data_source="d", solution_str=f"score={s}", extra_info=info, **kwargs), range(n)
+                )
+            )
+    assert [r["score"] for r in results] == [float(s) for s in range(n)]
+    assert sum(1 for s in server.seen if len(s.body["messages"]) == 1) == 1

@@ -17,8 +17,8 @@ the function with keyword arguments only:
 alone in veRL 0.9, the criteria of a prompt are shared through the judge's criteria cache: give the judge a SQLite
 criteria cache file that every worker process opens (``criteria_cache`` / ``$CERM_CRITERIA_CACHE`` with
 :meth:`VerlReward.configured`), so a prompt's criteria are generated once and read by every later response of it.
-Responses of one prompt that miss the cache at the same moment each generate criteria; with greedy criteria (the
-default ``temperature=0``) those are the same text on a deterministic server.
+While a prompt's criteria are not cached yet, one call generates them and the others for that prompt wait for them: a
+lock per prompt inside a worker process, and a POSIX record lock on a file beside the SQLite cache across processes.
 
 veRL gives the function the decoded response only (special tokens skipped), not the prompt, so the judge's query comes
 from ``extra_info`` (veRL's example preprocessors store the question there as ``extra_info["question"]``); see
@@ -36,6 +36,10 @@ value with ``scorable`` False, ``errored`` True and the reason.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
 import logging
 import os
 import threading
@@ -43,6 +47,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cerm._cache import SQLiteCriteriaCache
 from cerm._config import JudgeConfig
 from cerm._judge import Judge
 from cerm._types import Judgment
@@ -174,6 +179,7 @@ class VerlReward:
         self.return_dict = return_dict
         self.__name__ = name
         self._configured = False
+        self._prompt_locks: dict[str, threading.Lock] = {}
         self._judges: dict[JudgeSettings, Judge] = {}
         self._judge_config: JudgeConfig | None = None
         self._default_model = "demo"
@@ -259,7 +265,7 @@ class VerlReward:
     ) -> list[dict[str, Any] | float]:
         """A batch of responses (the ``batch`` manager of older veRL): one ``judge_batch`` for all, grouped by query."""
         grouping = self._group(data_sources, solution_strs, ground_truths, extra_infos)
-        results = self.judge_for(kwargs).judge_batch(grouping.items) if grouping.items else []
+        results = self._judge_once_per_prompt(self.judge_for(kwargs), grouping.items) if grouping.items else []
         return self._results(grouping.scatter(results))
 
     async def acompute_score(
@@ -283,8 +289,46 @@ class VerlReward:
         **kwargs: Any,
     ) -> list[dict[str, Any] | float]:
         grouping = self._group(data_sources, solution_strs, ground_truths, extra_infos)
-        results = await self.judge_for(kwargs).ajudge_batch(grouping.items) if grouping.items else []
+        results = (
+            await asyncio.to_thread(self._judge_once_per_prompt, self.judge_for(kwargs), grouping.items)
+            if grouping.items
+            else []
+        )
         return self._results(grouping.scatter(results))
+
+    # -- one criteria set per prompt, however many responses of it are scored at once ------------------------------
+    def _judge_once_per_prompt(self, judge: Judge, items: list[tuple[str, list[str]]]) -> list[list[Judgment]]:
+        """``judge.judge_batch(items)``, except that while a query's criteria are not in the judge's criteria cache,
+        only one call at a time (in this process, and across processes sharing a SQLite cache file) judges it: the
+        first generates and stores the criteria; the others, scoring other responses of that prompt at the same
+        moment, wait and then read them. Without a cache, or with several criteria samples, it is judge_batch as is.
+        """
+        missing = self._uncached(judge, items)
+        if not missing:
+            return judge.judge_batch(items)
+        with contextlib.ExitStack() as held:
+            for query in sorted(missing):  # one global order: no deadlock between calls holding several queries
+                held.enter_context(self._prompt_lock(judge, query))
+            if self._uncached(judge, items):  # still missing: this call writes them while the others wait
+                return judge.judge_batch(items)
+        return judge.judge_batch(items)  # another call wrote them while this one waited: judged without the lock
+
+    @staticmethod
+    def _uncached(judge: Judge, items: list[tuple[str, list[str]]]) -> list[str]:
+        if judge.cache is None or judge.config.criteria_samples != 1:
+            return []
+        params = dataclasses.replace(judge.config.criteria_sampling(), n=1)
+        queries = dict.fromkeys(query for query, _ in items)
+        return [q for q in queries if judge.cache.get(judge._cache_key(q, 0, params)) is None]
+
+    @contextlib.contextmanager
+    def _prompt_lock(self, judge: Judge, query: str) -> Any:
+        with self._lock:
+            lock = self._prompt_locks.setdefault(query, threading.Lock())
+        with lock, _file_lock(judge.cache, query):
+            yield
+        with self._lock:  # the criteria are cached now: later calls need no lock for this prompt
+            self._prompt_locks.pop(query, None)
 
     # -- helpers --------------------------------------------------------------------------------------------------
     def _group(
@@ -355,3 +399,25 @@ class VerlReward:
             "errored": errored,
             "reason": outcome_reason(outcome) or "",
         }
+
+
+@contextlib.contextmanager
+def _file_lock(cache: Any, query: str) -> Any:
+    """Across processes sharing a SQLite criteria cache: an exclusive POSIX record lock on one byte (chosen by the
+    query's hash) of a file beside the cache, held while this process generates the query's criteria. Threads of one
+    process are kept apart by :meth:`VerlReward._prompt_lock`, since record locks belong to the whole process."""
+    if not isinstance(cache, SQLiteCriteriaCache):
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: processes may then each generate a prompt's first criteria
+        yield
+        return
+    slot = int.from_bytes(hashlib.sha256(query.encode("utf-8", "surrogatepass")).digest()[:4], "big") % (1 << 20)
+    with open(f"{cache.path}.lock", "a+b") as handle:
+        fcntl.lockf(handle.fileno(), fcntl.LOCK_EX, 1, slot)
+        try:
+            yield
+        finally:
+            fcntl.lockf(handle.fileno(), fcntl.LOCK_UN, 1, slot)
