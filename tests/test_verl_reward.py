@@ -207,3 +207,45 @@ def test_concurrent_responses_of_a_prompt_share_one_criteria_turn(tmp_path: Path
             )
     assert [r["score"] for r in results] == [float(s) for s in range(n)]
     assert sum(1 for s in server.seen if len(s.body["messages"]) == 1) == 1
+
+
+def _score_in_a_worker_process(barrier: Any, results: Any, base_url: str, cache: str, score: int) -> None:
+    """One veRL reward worker process: finds the prompt's criteria missing, waits until the other process has too,
+    then scores its response."""
+    passed = []
+
+    class Gated(VerlReward):
+        def _uncached(self, judge: Judge, items: Any) -> list[str]:  # type: ignore[override]
+            missing = VerlReward._uncached(judge, items)
+            if not passed:
+                passed.append(True)
+                barrier.wait()
+            return missing
+
+    config = JudgeConfig(criteria_max_new_tokens=16, evaluation_max_new_tokens=16)
+    reward = Gated.configured(unscorable_score=-1.0, config=config, environ={})
+    kwargs = {"judge_model": "m", "judge_base_url": base_url, "criteria_cache": cache}
+    result = reward(data_source="d", solution_str=f"score={score}", extra_info={"question": "What is 2+2?"}, **kwargs)
+    results.put(result["score"])
+
+
+def test_worker_processes_sharing_a_cache_file_share_one_criteria_turn(tmp_path: Path) -> None:
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(2, timeout=120), context.Queue()
+    with FaultServer().running() as server:
+        workers = [
+            context.Process(
+                target=_score_in_a_worker_process,
+                args=(barrier, results, server.base_url, str(tmp_path / "c.sqlite"), score),
+            )
+            for score in (4, 6)
+        ]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(300)
+        assert [w.exitcode for w in workers] == [0, 0]
+        assert sorted(results.get(timeout=10) for _ in workers) == [4.0, 6.0]
+    assert sum(1 for s in server.seen if len(s.body["messages"]) == 1) == 1
