@@ -171,3 +171,44 @@ def test_load_function_from_a_module_and_from_a_file(tmp_path: Path) -> None:
     ]:
         with pytest.raises(InputError, match=needle):
             load_function(spec, "--query-fn")
+
+
+def test_cerm_serve_options_reach_the_app(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`cerm serve --query-fn FILE:F --response-fn MODULE:F --end-marker M`: the app uvicorn would run reads samples
+    with them (uvicorn.run is replaced by one that keeps the app; the judge is the openai backend on a stub server)."""
+    import uvicorn
+
+    from _openai_servers import FaultServer
+    from cerm.cli import main
+
+    (tmp_path / "my_hooks.py").write_text(
+        "def query(prompt):\n    return prompt.split('Q:')[-1].strip()\n\n"
+        "def response(text):\n    return text.removeprefix('A:').strip()\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    answers: list[Any] = []
+    body = {"query": ["sys Q: Capital of France? A: score=7<|my_end|>"], "prompts": ["sys Q: Capital of France?"]}
+
+    def run_and_ask(app: Any, **kwargs: Any) -> None:  # in place of uvicorn.run: serve the app, send one request
+        with RewardServer(app) as server:
+            answers.append(httpx.post(server.url + "/get_reward", json=body).json())
+
+    monkeypatch.setattr(uvicorn, "run", run_and_ask)
+    with FaultServer().running() as judge_server:
+        argv = ["serve", "--unscorable-reward", "0", "--backend", "openai", "--model", "m"]
+        argv += ["--backend-arg", f"base_url={judge_server.base_url}", "--max-new-tokens", "16"]
+        argv += ["--query-fn", f"{tmp_path / 'my_hooks.py'}:query", "--response-fn", "my_hooks:response"]
+        argv += ["--end-marker", "<|my_end|>"]
+        assert main(argv) == 0
+    data = answers[0]
+    assert data["rewards"] == [7.0]
+    evaluation = next(s.body["messages"] for s in judge_server.seen if len(s.body["messages"]) > 1)
+    assert "[Start of Query]\nCapital of France?\n" in evaluation[0]["content"]  # --query-fn cut "sys Q:"
+    match = _RESPONSE.search(evaluation[-1]["content"])
+    assert match is not None
+    assert match.group(1) == "score=7"
+    # Both ways of naming the query at once is a usage error (exit 2), told before anything loads.
+    assert main(["serve", "--unscorable-reward", "0", "--query-field", "labels", "--query-fn", "a:b"]) == 2
+    assert "give one" in capsys.readouterr().err
