@@ -30,6 +30,7 @@ from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
 
+import httpx
 import pytest
 
 from _openai_servers import FaultServer
@@ -223,6 +224,29 @@ def test_openrlhf_staggered_samples_share_one_criteria_turn_per_prompt(judge_ser
     assert judge_server.criteria_turns == 4
     for wave, row in enumerate(rewards):
         assert row == [float(hashed_score(f"Answer {wave} to {q[:10]}")) for q in qs]
+
+
+def test_openrlhf_retries_a_503_then_leaves_the_sample_without_a_reward(judge_server: HashJudgeServer) -> None:
+    """What OpenRLHF 0.11.2 does with cerm serve's 503 (an ERROR judgment: no judgment): its client retries the request
+    5 times, then its rollout step logs the failure and returns the sample with reward None (never a number)."""
+    framework("openrlhf")
+    from openrlhf.utils.agent import SingleTurnAgentExecutor
+
+    tok = tokenizer()
+    judge_server.schedule = {"boom": ["503"] * 100}  # every evaluation of this response fails at the judge
+    prompt = tok.apply_chat_template(
+        [{"role": "user", "content": "Say boom."}], tokenize=False, add_generation_prompt=True
+    )
+    engine = ScriptedEngine(tok, {"Say boom": "boom"})
+    with RewardServer(create_app(http_judge(judge_server), unscorable_reward=-1.0, max_wait_ms=0)) as server:
+        executor = SingleTurnAgentExecutor(remote_rm_url=server.url + "/get_reward")
+        params = SimpleNamespace(max_tokens=16, logprobs=None)
+        output = asyncio.run(executor.execute(prompt, "", params, 4096, tok, engine))
+        health = httpx.get(server.url + "/health").json()
+    assert output["reward"] is None
+    assert output["scores"] is None
+    assert health["requests"] == 5  # OpenRLHF's client: 5 attempts, each answered 503
+    assert health["errored_items"] == 5
 
 
 # -- veRL -------------------------------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ GET  /health      status, model, and micro-batching counters
 OpenRLHF (0.11): --reward.remote_url http://HOST:PORT/get_reward   (older releases: --remote_rm_url)
 UNSCORABLE samples get --unscorable-reward (required: choose it knowingly) and cerm_scorable = 0.
 ERROR samples (the judge's generation failed: no judgment) get no reward: their request answers 503, which OpenRLHF
-retries and, if the failure persists, stops on. Other requests keep being served.
+retries (5 attempts); if it persists, OpenRLHF 0.11.2 leaves that sample without a reward. Other requests are served.
 Samples of one prompt share one criteria set however they arrive (a criteria cache, on by default).
 The response is the sample text after its prompt, with trailing end-of-turn markers removed (built in: ChatML, Llama 3,
 Gemma, Mistral, Phi; add more with --end-marker); the judge's query is the prompt's last user turn (--query-field or

@@ -27,12 +27,14 @@ the prompt as sent (its last user turn, in full); the sample is flagged ``prompt
 
 UNSCORABLE samples: OpenRLHF needs a number for every sample, so the server answers ``unscorable_reward`` for them, a
 value the operator MUST choose (no default), and says so per sample: ``extra_logs["cerm_scorable"]`` is 1.0 or 0.0 and
-the extra top-level field ``"cerm"`` lists ``{"status", "score", "reason"}`` per sample (OpenRLHF ignores it).
+the extra top-level field ``"cerm"`` lists ``{"status", "score", "reason", "prompt_truncated"}`` per sample (OpenRLHF
+ignores it).
 
 ERROR samples (no judgment: the judge's generation failed, e.g. its server is down or out of memory) are never
 given a reward: the request answers HTTP 503 with ``{"error": "...", "cerm": [...]}`` naming the failed samples, so
-OpenRLHF's client retries it and, when the failure persists, stops the run loudly instead of training on an invented
-number. Only the requests that hold an errored sample fail; the others merged with them in a micro-batch are answered.
+OpenRLHF's client retries it (5 attempts) and, when the failure persists, OpenRLHF 0.11.2's rollout logs the error and
+keeps that sample without a reward, rather than training on an invented number. Only the requests that hold an errored
+sample fail; the others merged with them in a micro-batch are answered.
 
 Concurrent requests are merged by a :class:`~cerm.integrations._batching.MicroBatcher` into large judge calls. Every
 request is checked on its own before it joins a batch (:func:`cerm.validate_item`): malformed bodies and invalid text
