@@ -233,7 +233,7 @@ def test_openrlhf_retries_a_503_then_leaves_the_sample_without_a_reward(judge_se
     from openrlhf.utils.agent import SingleTurnAgentExecutor
 
     tok = tokenizer()
-    judge_server.schedule = {"boom": ["503"] * 100}  # every evaluation of this response fails at the judge
+    judge_server.schedule = {"boom": ["503"] * 100}  # every judge turn of this sample (query and response) fails
     prompt = tok.apply_chat_template(
         [{"role": "user", "content": "Say boom."}], tokenize=False, add_generation_prompt=True
     )
