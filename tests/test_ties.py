@@ -19,15 +19,16 @@ Sampler = Callable[[str, random.Random], float]
 
 
 def _scripted(greedy: dict[str, float], sampled: dict[str, Sampler] | None = None, **mock: bool) -> MockBackend:
-    """Greedy evaluations give ``greedy[response]``; sampled ones ``sampled[response](criteria, rng)`` with an RNG seeded
-    by the request's seed, the sample index and the conversation (so a seeded run reproduces and rounds differ)."""
+    """The first (greedy) criteria set with a greedy evaluation gives ``greedy[response]``; anything sampled (a sampled
+    criteria set, or a sampled evaluation) gives ``sampled[response](criteria, rng)``, with an RNG seeded by the
+    request's seed, the sample index and the conversation (so a seeded run reproduces and rounds differ)."""
 
     def respond(conversation: Conversation, params: SamplingParams, sample: int) -> str:
         if len(conversation) == 1:
             tag = "greedy" if params.greedy else f"{params.seed}/{sample}"
             return realistic_criteria(query_of(conversation), 0) + f"\n(set {tag})"
         response = response_of(conversation)
-        if params.greedy:
+        if params.greedy and conversation[1]["content"].endswith("(set greedy)"):
             return realistic_evaluation(f"{greedy[response]:g}")
         rng = random.Random(f"{params.seed}|{sample}|{conversation[1]['content']}|{response}")
         value = (sampled or {}).get(response, lambda _c, _r: greedy[response])(conversation[1]["content"], rng)
@@ -57,7 +58,8 @@ def test_samples_go_only_to_the_tied_candidates() -> None:
     assert len(backend.calls) == 4
     assert [len(c[0]) for c in backend.calls] == [1, 3, 1, 2]
     assert _evaluated(backend, 3) == ["a", "b"]
-    assert backend.calls[2][1].temperature == 0.7 and backend.calls[3][1].temperature == 0.7  # sampled rounds
+    # A round's chain is what k chains are: a sampled criteria set, the evaluation under it decoded as configured.
+    assert backend.calls[2][1].temperature == 0.7 and backend.calls[3][1].temperature == 0.0
     assert report.rounds == 1 and report.stopped == "separated"
     assert report.generations == 3 and report.added_chains == 2
     a, b, c = report.candidates
@@ -136,6 +138,7 @@ def test_earlier_samples_are_reused_under_evaluations_sampling() -> None:
     assert report is not None
     # No criteria turn after the first: sampled evaluations under the first (greedy) criteria set.
     assert sum(1 for convs, _ in backend.calls if len(convs[0]) == 1) == 1
+    assert all(params.temperature == 0.7 for _, params in backend.calls[2:])
     first = best.judgments[0].chains[0].criteria
     assert all(ch.criteria == first for j in best.judgments for ch in j.chains)
     assert report.generations == 2 * report.rounds

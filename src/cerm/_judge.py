@@ -611,12 +611,17 @@ class Judge:
             merged[n] = row_done
         return merged
 
-    def _tie_params(self, stage: Literal["criteria", "evaluation"], n: int, first_sample: int) -> SamplingParams:
-        """Sampling of a tie-break round: sampled (``temperature``, else ``scaling_temperature``), seeded apart from
-        the first judgment's samples and from every other round's (by the index of the round's first sample)."""
+    def _tie_params(
+        self, stage: Literal["criteria", "evaluation"], n: int, first_sample: int, kind: SampleKind
+    ) -> SamplingParams:
+        """Sampling of a tie-break round, seeded apart from the first judgment's samples and from every other round's
+        (by the index of the round's first sample). What is sampled follows test-time scaling: under ``"chains"`` a
+        new criteria set is sampled and evaluations are decoded as configured (greedy by default), as ``k`` chains
+        are; under ``"evaluations"`` the evaluations are sampled."""
         cfg = self.config
         base = cfg.criteria_sampling() if stage == "criteria" else cfg.evaluation_sampling()
-        temperature = cfg.temperature if cfg.temperature > 0 else cfg.scaling_temperature
+        sampled = stage == "criteria" or kind == "evaluations"
+        temperature = cfg.temperature if (cfg.temperature > 0 or not sampled) else cfg.scaling_temperature
         salt = (2_000_029 if stage == "criteria" else 3_000_017) + 104_729 * first_sample
         seed = None if cfg.seed is None else cfg.seed + salt
         return dataclasses.replace(base, n=n, temperature=temperature, seed=seed)
@@ -637,7 +642,7 @@ class Judge:
                 shapes.setdefault((ask.samples, ask.first_sample), []).append(a)
         for (n, first), positions in shapes.items():
             out = yield _Request(
-                [criteria_conversation(asks[a].query) for a in positions], self._tie_params("criteria", n, first)
+                [criteria_conversation(asks[a].query) for a in positions], self._tie_params("criteria", n, first, "chains")
             )
             for a, completions in zip(positions, out, strict=True):
                 spent[a].extend(completions)
@@ -645,7 +650,7 @@ class Judge:
 
         # Stage 2: the evaluations, grouped by shape (samples per conversation, first sample index).
         pendings: dict[tuple[int, int], _Pending] = {}
-        requests: dict[tuple[int, int], list[tuple[tuple[int, int], Criteria, _EvalSlot]]] = {}
+        requests: dict[tuple[int, int, SampleKind], list[tuple[tuple[int, int], Criteria, _EvalSlot]]] = {}
         for a, ask in enumerate(asks):
             for j, (response, judgment) in ask.targets.items():
                 offset = len(judgment.chains)
@@ -676,9 +681,9 @@ class Judge:
                         continue
                     if slot.warning:
                         pending.warnings.append(slot.warning)
-                    requests.setdefault((n, ask.first_sample), []).append(((a, j), sample.criteria, slot))
-        for (n, first), entries in requests.items():
-            params = self._tie_params("evaluation", n, first)
+                    requests.setdefault((n, ask.first_sample, ask.kind), []).append(((a, j), sample.criteria, slot))
+        for (n, first, kind), entries in requests.items():
+            params = self._tie_params("evaluation", n, first, kind)
             if readouts:
                 params = dataclasses.replace(
                     params, top_logprobs=max(params.top_logprobs or 0, cfg.readout_top_logprobs)

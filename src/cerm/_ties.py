@@ -60,9 +60,10 @@ class TieBreak:
         expected_first: first order tied candidates by their expected scores (the score tokens' probabilities at the
             judge's own ``\\boxed{``), where the backend returns log-probabilities: no extra generation. Sampled
             rounds then use it too, chain by chain.
-        sample: what one more sample is: ``"chains"`` (default) a new criteria set, shared by every contender of the
-            query, and each contender's evaluation under it; ``"evaluations"`` one more sampled evaluation of each
-            contender under its first criteria set.
+        sample: what one more sample is: ``"chains"`` (default) a new sampled criteria set, shared by every
+            contender of the query, and each contender's evaluation under it (decoded as configured, greedy by
+            default: a chain as ``k`` chains are); ``"evaluations"`` one more sampled evaluation of each contender
+            under its first criteria set.
     """
 
     margin: float = 0.0
