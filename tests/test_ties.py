@@ -291,3 +291,36 @@ def test_a_4_by_2_shape_judges_8_chains_and_records_the_shape() -> None:
     assert len(backend.calls[1][0]) == 4  # one evaluation conversation per criteria set, 2 samples each
     prov = judgment.provenance
     assert (prov.criteria_samples, prov.evaluation_samples, prov.k) == (4, 2, 1)
+
+
+# -- RL rewards ----------------------------------------------------------------------------------------------------
+def test_trl_reward_separates_a_fully_tied_group_and_leaves_untied_groups_alone() -> None:
+    from cerm.integrations.trl import AsyncCermRewardFunc, CermRewardFunc
+
+    sampled: dict[str, Sampler] = {"g1": lambda _c, _r: 6, "g2": lambda _c, _r: 4, "g3": lambda _c, _r: 5}
+    greedy = {"g1": 5.0, "g2": 5.0, "g3": 5.0, "u1": 8.0, "u2": 3.0}
+    prompts = ["tied prompt"] * 3 + ["clear prompt"] * 2
+    completions = ["g1", "g2", "g3", "u1", "u2"]
+    metrics: dict[str, float] = {}
+
+    def log_metric(name: str, value: float) -> None:
+        metrics[name] = value
+
+    plain = CermRewardFunc(Judge(_scripted(greedy)))(prompts, completions)
+    assert plain == [5.0, 5.0, 5.0, 8.0, 3.0]  # the tied group has zero advantage
+    backend = _scripted(greedy, sampled)
+    reward = CermRewardFunc(Judge(backend, config=JudgeConfig(seed=0)), tie_break=TieBreak(max_chains=2))
+    rewards = reward(prompts, completions, log_metric=log_metric)
+    assert rewards == [5.5, 4.5, 5.0, 8.0, 3.0]  # one more chain each for the tied three; the clear group untouched
+    assert _evaluated(backend, 3) == ["g1", "g2", "g3"]
+    assert metrics["cerm/tie_break_chains_per_completion"] == 3 / 5
+    # g1 and g3 are still 0.5 apart, g2 below: with margin 0 the round separated them all.
+    assert [len(j.chains) for j in reward.last_judgments if j is not None] == [2, 2, 2, 1, 1]
+    import asyncio
+
+    async_reward = AsyncCermRewardFunc(
+        Judge(_scripted(greedy, sampled), config=JudgeConfig(seed=0)), tie_break=TieBreak(max_chains=2)
+    )
+    assert asyncio.run(async_reward(prompts, completions)) == rewards
+    with pytest.raises(TypeError, match="TieBreak"):
+        CermRewardFunc(Judge(_scripted(greedy)), tie_break={"margin": 0})  # type: ignore[arg-type]
