@@ -7,10 +7,12 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
-from _support import query_of, realistic_criteria, realistic_evaluation, response_of
 
+from _support import query_of, realistic_criteria, realistic_evaluation, response_of
 from cerm import ConfigurationError, Judge, JudgeConfig, SamplingParams, Status, TieBreak
 from cerm.backends import Completion, MockBackend, TokenLogprob
 from cerm.protocol import Conversation
@@ -59,22 +61,31 @@ def test_samples_go_only_to_the_tied_candidates() -> None:
     assert [len(c[0]) for c in backend.calls] == [1, 3, 1, 2]
     assert _evaluated(backend, 3) == ["a", "b"]
     # A round's chain is what k chains are: a sampled criteria set, the evaluation under it decoded as configured.
-    assert backend.calls[2][1].temperature == 0.7 and backend.calls[3][1].temperature == 0.0
-    assert report.rounds == 1 and report.stopped == "separated"
-    assert report.generations == 3 and report.added_chains == 2
+    assert backend.calls[2][1].temperature == 0.7
+    assert backend.calls[3][1].temperature == 0.0
+    assert report.rounds == 1
+    assert report.stopped == "separated"
+    assert report.generations == 3
+    assert report.added_chains == 2
     a, b, c = report.candidates
     assert (a.chains, a.added, a.rounds, a.group) == (2, 1, 1, 0)
     assert (b.chains, b.added, b.rounds, b.group) == (2, 1, 1, 0)
     assert (c.chains, c.added, c.rounds, c.group) == (1, 0, 0, None)
-    assert a.key == 8.5 and b.key == 7.5 and c.key == 6
-    assert "tied" in a.reason and "left contention after round 1" in b.reason and "not tied" in c.reason
+    assert a.key == 8.5
+    assert b.key == 7.5
+    assert c.key == 6
+    assert "tied" in a.reason
+    assert "left contention after round 1" in b.reason
+    assert "not tied" in c.reason
     assert report.order == (0, 1, 2)
     # The judgments carry the added chains (the first chain reused, not regenerated) and the settings.
     assert [ch.score for ch in best.judgments[0].chains] == [8, 9]
-    assert best.judgments[0].score == 8.5 and best.judgments[2].score == 6
+    assert best.judgments[0].score == 8.5
+    assert best.judgments[2].score == 6
     assert best.judgments[0].provenance.tie_break == TieBreak(max_chains=4).to_dict()
     # c samples 10 when sampled, but it was never tied, so it was never judged again and never wins.
-    assert best.ranking[0].index == 0 and [r.index for r in best.ranking] == [0, 1, 2]
+    assert best.ranking[0].index == 0
+    assert [r.index for r in best.ranking] == [0, 1, 2]
 
 
 def test_a_tie_break_never_lets_a_refined_score_overtake_an_untied_candidate() -> None:
@@ -90,7 +101,9 @@ def test_no_tie_costs_nothing_extra() -> None:
     result = Judge(backend).compare("q", "a", "b", tie_break=TieBreak())
     assert result.winner == "a"
     assert len(backend.calls) == 2
-    assert result.tie_break is not None and result.tie_break.stopped == "no tie" and result.tie_break.generations == 0
+    assert result.tie_break is not None
+    assert result.tie_break.stopped == "no tie"
+    assert result.tie_break.generations == 0
 
 
 def test_budget_is_respected_and_rounds_stop_at_max_chains() -> None:
@@ -100,7 +113,8 @@ def test_budget_is_respected_and_rounds_stop_at_max_chains() -> None:
     best = Judge(backend, config=JudgeConfig(seed=0)).best_of_n("q", ["a", "b"], tie_break=TieBreak(max_chains=4))
     report = best.tie_break
     assert report is not None
-    assert report.stopped == "max_chains" and report.rounds == 3
+    assert report.stopped == "max_chains"
+    assert report.rounds == 3
     assert [c.chains for c in report.candidates] == [4, 4]
     assert all(c.contending for c in report.candidates)
     assert best.best_index == 0  # still tied: the earliest candidate, as without a tie-break
@@ -111,7 +125,9 @@ def test_budget_is_respected_and_rounds_stop_at_max_chains() -> None:
         Judge(backend, config=JudgeConfig(seed=0)).best_of_n("q", ["a", "b"], tie_break=TieBreak(budget=5)).tie_break
     )
     assert report is not None
-    assert report.stopped == "budget" and report.rounds == 1 and report.generations == 3
+    assert report.stopped == "budget"
+    assert report.rounds == 1
+    assert report.generations == 3
     assert _generations(backend) - 3 == 3
     # samples_per_round=2: one round of 2, then the last sample allowed by max_chains=4; max_rounds stops earlier.
     backend = _scripted(never)
@@ -120,14 +136,18 @@ def test_budget_is_respected_and_rounds_stop_at_max_chains() -> None:
         .rank("q", ["a", "b"], tie_break=TieBreak(samples_per_round=2))[0]
         .tie_break
     )
-    assert report is not None and report.rounds == 2 and [c.chains for c in report.candidates] == [4, 4]
+    assert report is not None
+    assert report.rounds == 2
+    assert [c.chains for c in report.candidates] == [4, 4]
     assert [params.n for _, params in backend.calls] == [1, 1, 2, 1, 1, 1]
     report = (
         Judge(_scripted(never), config=JudgeConfig(seed=0))
         .best_of_n("q", ["a", "b"], tie_break=TieBreak(max_rounds=1))
         .tie_break
     )
-    assert report is not None and report.stopped == "max_rounds" and report.rounds == 1
+    assert report is not None
+    assert report.stopped == "max_rounds"
+    assert report.rounds == 1
 
 
 def test_earlier_samples_are_reused_under_evaluations_sampling() -> None:
@@ -182,10 +202,16 @@ def test_expected_score_breaks_the_tie_without_generation() -> None:
     best = Judge(backend).best_of_n("q", ["a", "b"], tie_break=TieBreak())
     assert best.best_index == 1  # b's probability leans to 8, a's to 6
     report = best.tie_break
-    assert report is not None and report.expected_used and report.rounds == 0 and report.generations == 0
-    assert len(backend.calls) == 2 and backend.calls[1][1].top_logprobs == 20
-    assert best.judgments[0].score == 7 and best.judgments[0].chains[0].score_source == "parsed"  # scores unchanged
-    assert report.candidates[1].key == pytest.approx(7.4) and report.candidates[0].key == pytest.approx(6.6)
+    assert report is not None
+    assert report.expected_used
+    assert report.rounds == 0
+    assert report.generations == 0
+    assert len(backend.calls) == 2
+    assert backend.calls[1][1].top_logprobs == 20
+    assert best.judgments[0].score == 7
+    assert best.judgments[0].chains[0].score_source == "parsed"
+    assert report.candidates[1].key == pytest.approx(7.4)
+    assert report.candidates[0].key == pytest.approx(6.6)
     assert "by its expected score" in report.candidates[0].reason
     # expected_first=False: the same tie goes to sampled rounds instead.
     backend.calls.clear()
@@ -194,7 +220,9 @@ def test_expected_score_breaks_the_tie_without_generation() -> None:
         .best_of_n("q", ["a", "b"], tie_break=TieBreak(expected_first=False, max_chains=2))
         .tie_break
     )
-    assert report is not None and not report.expected_used and report.rounds == 1
+    assert report is not None
+    assert not report.expected_used
+    assert report.rounds == 1
 
 
 def test_rank_breaks_every_tie_and_batches_items() -> None:
@@ -211,7 +239,8 @@ def test_rank_breaks_every_tie_and_batches_items() -> None:
     results = judge.decide_batch([("q1", ["a", "b", "c", "d"]), ("q2", ["c", "d", "e"])], TieBreak(), scope="top")
     assert [len(c[0]) for c in backend.calls] == [2, 7, 2, 4]
     (_, first), (_, second) = results
-    assert first.order[:2] == (1, 0) and first.candidates[2].group is None
+    assert first.order[:2] == (1, 0)
+    assert first.candidates[2].group is None
     assert second.order == (0, 1, 2)
 
 
@@ -227,7 +256,8 @@ def test_unscorable_candidates_never_contend() -> None:
     best = Judge(mock, config=JudgeConfig(seed=0)).best_of_n("q", ["bad", "a", "b"], tie_break=TieBreak(max_chains=2))
     assert best.judgments[0].status is Status.UNSCORABLE
     assert all("bad" not in _evaluated(mock, i) for i in range(2, len(mock.calls)) if len(mock.calls[i][0][0]) > 1)
-    assert best.tie_break is not None and best.tie_break.order[-1] == 0
+    assert best.tie_break is not None
+    assert best.tie_break.order[-1] == 0
     assert "unscorable" in best.tie_break.candidates[0].reason
 
 
@@ -269,7 +299,8 @@ def test_stage_counts_are_independent_and_k_maps_onto_them() -> None:
     ) == (1, 3)
     assert JudgeConfig(k=3, scaling="grid").chains_per_response == 9
     config = JudgeConfig(criteria_samples=4, evaluation_samples=2, seed=0)
-    assert config.criteria_sampling().n == 4 and config.evaluation_sampling().n == 2
+    assert config.criteria_sampling().n == 4
+    assert config.evaluation_sampling().n == 2
     assert config.criteria_sampling().temperature == 0.7
     # k and a stage count may agree; they may not contradict each other.
     assert JudgeConfig(k=4, criteria_samples=4).criteria_sets == 4
@@ -324,3 +355,39 @@ def test_trl_reward_separates_a_fully_tied_group_and_leaves_untied_groups_alone(
     assert asyncio.run(async_reward(prompts, completions)) == rewards
     with pytest.raises(TypeError, match="TieBreak"):
         CermRewardFunc(Judge(_scripted(greedy)), tie_break={"margin": 0})  # type: ignore[arg-type]
+
+
+# -- the eval harness ----------------------------------------------------------------------------------------------
+def test_eval_harness_breaks_top_ties_and_scores_them(tmp_path: Path) -> None:
+    from cerm.eval import EvalItem, evaluate
+
+    def item(n: int, prompt: str, chosen: str, *rejected: str) -> EvalItem:
+        labels = ("chosen",) + ("rejected",) * len(rejected)
+        return EvalItem(f"i{n}", "t", "c", "s", prompt, (chosen, *rejected), labels, (None,) * len(labels))
+
+    greedy = {"right": 7.0, "wrong": 7.0, "low": 2.0, "high": 9.0, "mid": 6.0}
+    sampled: dict[str, Sampler] = {"right": lambda _c, _r: 8, "wrong": lambda _c, _r: 6, "high": lambda _c, _r: 1}
+    items = [item(0, "p0", "right", "wrong"), item(1, "p1", "high", "mid"), item(2, "p2", "right", "wrong", "low")]
+
+    def run(tie: TieBreak | None, out: str) -> Any:
+        judge = Judge(_scripted(greedy, sampled), config=JudgeConfig(seed=0))
+        return evaluate(judge, items, tmp_path / out, progress=False, plots=False, tie_break=tie)
+
+    plain, tied = run(None, "plain"), run(TieBreak(max_chains=2), "tied")
+    assert plain.metrics["pairwise"].ties == 2
+    assert plain.metrics["pairwise"].accuracy == pytest.approx((0.5 + 1 + 0.5 + 1) / 4)
+    stats = tied.metrics["pairwise"]
+    assert (stats.wins, stats.ties, stats.losses) == (4, 0, 0)
+    first = tied.records[0]["candidates"]
+    assert [c["score"] for c in first] == [7.0, 7.0]  # the first judgment's score stays the score
+    assert [c["tie_break"]["score"] for c in first] == [7.5, 6.5]
+    assert [c["tie_break"]["chains"] for c in first] == [2, 2]
+    # The untied item was never judged again ("high" would sample 1).
+    assert [c["tie_break"]["chains"] for c in tied.records[1]["candidates"]] == [1, 1]
+    assert tied.records[1]["tie_break"]["stopped"] == "no tie"
+    assert [c["tie_break"]["group"] for c in tied.records[2]["candidates"]] == [0, 0, None]
+    bon = {point.n_candidates: point.accuracy for point in tied.metrics["best_of_n"]}
+    assert bon == {2: 1.0, 3: 1.0}
+    # A resume with a different tie-break setting is refused.
+    with pytest.raises(ConfigurationError, match="tie_break"):
+        run(TieBreak(max_chains=3), "tied")

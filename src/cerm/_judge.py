@@ -642,7 +642,8 @@ class Judge:
                 shapes.setdefault((ask.samples, ask.first_sample), []).append(a)
         for (n, first), positions in shapes.items():
             out = yield _Request(
-                [criteria_conversation(asks[a].query) for a in positions], self._tie_params("criteria", n, first, "chains")
+                [criteria_conversation(asks[a].query) for a in positions],
+                self._tie_params("criteria", n, first, "chains"),
             )
             for a, completions in zip(positions, out, strict=True):
                 spent[a].extend(completions)
