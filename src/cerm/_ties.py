@@ -93,12 +93,13 @@ class TieBreak:
 
 
 def chain_key(chain: Chain) -> float | None:
-    """The value a tie-break reads from a chain: its expected score where a trusted readout of the judge's own box is
-    attached (or the score already is one), else its parsed score."""
+    """The value a tie-break reads from a chain: its expected score where a trusted readout is attached (of the judge's
+    own box, or of a forced readout's), or where the score already is one; else the written score."""
     if chain.score is None:
         return None
     readout = chain.readout
-    if chain.score_source == "parsed" and readout is not None and readout.trusted and readout.expected is not None:
+    written = chain.score_source in ("parsed", "forced_parsed")
+    if written and readout is not None and readout.trusted and readout.expected is not None:
         return readout.expected
     return chain.score
 
