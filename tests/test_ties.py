@@ -391,3 +391,23 @@ def test_eval_harness_breaks_top_ties_and_scores_them(tmp_path: Path) -> None:
     # A resume with a different tie-break setting is refused.
     with pytest.raises(ConfigurationError, match="tie_break"):
         run(TieBreak(max_chains=3), "tied")
+
+
+def test_duplicate_completions_are_equal_by_definition_and_evaluated_once() -> None:
+    from cerm.integrations.trl import CermRewardFunc
+
+    greedy = {"x": 5.0, "y": 5.0}
+    backend = _scripted(greedy, {"x": lambda _c, _r: 6, "y": lambda _c, _r: 4})
+    reward = CermRewardFunc(Judge(backend, config=JudgeConfig(seed=0)), tie_break=TieBreak(max_chains=4))
+    assert reward(["p"] * 3, ["x", "x", "y"]) == [5.5, 5.5, 4.5]
+    # One round: the duplicate's evaluation ran once; then the two x are equal by definition, and y is behind.
+    assert len(backend.calls) == 4
+    assert _evaluated(backend, 3) == ["x", "y"]
+    # A group of identical completions only: nothing to break, no round at all.
+    backend = _scripted(greedy)
+    judge = Judge(backend, config=JudgeConfig(seed=0))
+    ((_, report),) = judge.decide_batch([("p", ["x", "x"])], TieBreak(), scope="all")
+    assert len(backend.calls) == 2
+    assert report.rounds == 0
+    assert all("identical text" in c.reason for c in report.candidates)
+    assert judge.compare("p", "x", "x", tie_break=TieBreak()).winner == "tie"

@@ -689,8 +689,20 @@ class Judge:
                 params = dataclasses.replace(
                     params, top_logprobs=max(params.top_logprobs or 0, cfg.readout_top_logprobs)
                 )
-            out = yield _Request([slot.conversation for _, _, slot in entries], params)
-            for (key, criteria, slot), completions in zip(entries, out, strict=True):
+            # Under greedy decoding identical conversations give identical text (duplicate completions in an RL
+            # group): each distinct conversation runs once and its chains are shared.
+            distinct: dict[str, int] = {}
+            conversations: list[Conversation] = []
+            slots_at: list[int] = []
+            for _, _, slot in entries:
+                text = repr(slot.conversation)
+                if not params.greedy or text not in distinct:
+                    distinct[text] = len(conversations)
+                    conversations.append(slot.conversation)
+                slots_at.append(distinct[text])
+            out = yield _Request(conversations, params)
+            for (key, criteria, slot), position in zip(entries, slots_at, strict=True):
+                completions = out[position]
                 pending = pendings[key]
                 for completion in completions:
                     pending.completions.append(completion)
@@ -703,9 +715,10 @@ class Judge:
         for a, ask in enumerate(asks):
             extended: dict[int, Judgment] = {}
             criteria_spent = _usage(spent[a])
+            seen: dict[int, Completion] = {id(c): c for c in spent[a]}
             for j, (_, judgment) in ask.targets.items():
                 pending = pendings[(a, j)]
-                spent[a].extend(pending.completions)
+                seen.update((id(c), c) for c in pending.completions)  # a shared completion was generated once
                 chains_done = [
                     dataclasses.replace(ch, reason=None) if ch.score is not None and ch.reason else ch
                     for ch in pending.chains
@@ -720,7 +733,7 @@ class Judge:
                     prov.evaluation_usage + _usage(pending.completions),
                     prov.criteria_cached and ask.kind == "evaluations",
                 )
-            results.append(_Extended(extended, len(spent[a]), _usage(spent[a])))
+            results.append(_Extended(extended, len(seen), _usage(list(seen.values()))))
         return results
 
     def _forced_plan(self, pendings: Sequence[_Pending]) -> _Plan[None]:

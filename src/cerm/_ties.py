@@ -137,6 +137,7 @@ class _Decision:
         self.budget_left = settings.budget
         self.stopped: TieBreakStop | None = None if self.groups else "no tie"
         self.expected_used = False
+        self.settled: set[int] = set()  # identical texts still tied when their group stopped (equal by definition)
 
     def _groups(self, scope: TieScope) -> list[list[int]]:
         margin = self.settings.margin
@@ -175,6 +176,12 @@ class _Decision:
             keys = {i: self.key(i) for i in members}
             lead = max(keys.values())
             kept = [i for i in members if keys[i] >= lead - margin - _EPS]
+            if len({self.responses[i] for i in kept}) == 1 and len(kept) > 1:
+                # Identical texts (duplicate completions) are equal by definition: nothing for samples to separate.
+                for i in kept:
+                    self.candidates[i].notes.append("identical text to the other contenders: equal by definition")
+                self.settled.update(kept)
+                kept = [kept[0]]
             for i in members:
                 if i not in kept:
                     cand = self.candidates[i]
@@ -235,7 +242,7 @@ class _Decision:
     def report(self) -> tuple[list[Judgment], TieBreakReport]:
         settings = self.settings.to_dict()
         stopped: TieBreakStop = self.stopped or "separated"
-        final = set(self.contenders())
+        final = set(self.contenders()) | self.settled
         for cand in self.candidates:
             if cand.first_score is None:
                 cand.notes.append("unscorable: never in contention")
@@ -316,13 +323,13 @@ def decide_plan(
         for (query, responses), row in zip(items, rows, strict=True)
     ]
     for decision in decisions:
-        if settings.expected_first and decision.groups:
-            decision.expected_used = any(
+        if decision.groups:
+            decision.expected_used = settings.expected_first and any(
                 c.readout is not None and c.score is not None
                 for i in decision.contenders()
                 for c in decision.judgments[i].chains
             )
-            decision.narrow(0)
+            decision.narrow(0)  # the expected scores, where there are any; duplicates settle here too
     while True:
         asks: list[tuple[_Decision, int]] = []
         extensions = []
