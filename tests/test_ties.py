@@ -411,3 +411,27 @@ def test_duplicate_completions_are_equal_by_definition_and_evaluated_once() -> N
     assert report.rounds == 0
     assert all("identical text" in c.reason for c in report.candidates)
     assert judge.compare("p", "x", "x", tie_break=TieBreak()).winner == "tie"
+
+
+def test_reward_server_batcher_breaks_ties_within_a_batch() -> None:
+    import asyncio
+
+    from cerm.integrations._batching import MicroBatcher
+
+    greedy = {"g1": 5.0, "g2": 5.0, "u": 9.0}
+    sampled: dict[str, Sampler] = {"g1": lambda _c, _r: 7, "g2": lambda _c, _r: 3}
+
+    async def serve(tie: TieBreak | None) -> list[float | None]:
+        judge = Judge(_scripted(greedy, sampled), config=JudgeConfig(seed=0))
+        batcher = MicroBatcher(judge, max_wait_s=0.0, tie_break=tie)
+        await batcher.start()
+        try:
+            outcomes = await batcher.submit([("p", "g1", None), ("p", "g2", None), ("q", "u", None)])
+        finally:
+            await batcher.aclose()
+        return [o.score if not isinstance(o, str) else None for o in outcomes]
+
+    assert asyncio.run(serve(None)) == [5.0, 5.0, 9.0]
+    assert asyncio.run(serve(TieBreak(max_chains=2))) == [6.0, 4.0, 9.0]
+    with pytest.raises(TypeError, match="TieBreak"):
+        MicroBatcher(Judge(_scripted(greedy)), tie_break=2)  # type: ignore[arg-type]

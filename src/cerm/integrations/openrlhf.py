@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from cerm._errors import BackendUnavailableError
 from cerm._judge import Judge
+from cerm._ties import TieBreak
 from cerm.integrations._batching import MicroBatcher, Pair
 from cerm.integrations._common import (
     Outcome,
@@ -141,6 +142,7 @@ def create_app(
     max_items_per_request: int = DEFAULT_MAX_ITEMS_PER_REQUEST,
     query_fn: Callable[[str], str] = openrlhf_query,
     end_markers: Sequence[str] = DEFAULT_END_MARKERS,
+    tie_break: TieBreak | None = None,
 ) -> FastAPI:
     """The FastAPI application of the reward server (routes ``POST /get_reward`` and ``GET /health``).
 
@@ -156,6 +158,9 @@ def create_app(
         max_items_per_request: more samples in one request is a 413.
         query_fn: prompt text -> the judge's query (default :func:`openrlhf_query`).
         end_markers: markers stripped from the end of a response.
+        tie_break: a :class:`~cerm.TieBreak` (off by default): tied samples of one prompt within a micro-batch get
+            more chains, so a group with identical rewards gets a chance to separate (cost: see
+            :class:`~cerm.integrations.CermRewardFunc`; only samples judged in the same batch are compared).
     """
     fastapi = _import_fastapi()
     from fastapi.responses import JSONResponse
@@ -165,7 +170,7 @@ def create_app(
     if max_body_bytes < 1 or max_items_per_request < 1:
         raise ValueError("max_body_bytes and max_items_per_request must be >= 1")
     reward_scale = as_scale(scale)
-    batcher = MicroBatcher(judge, max_batch_items=max_batch_items, max_wait_s=max_wait_ms / 1000.0)
+    batcher = MicroBatcher(judge, max_batch_items=max_batch_items, max_wait_s=max_wait_ms / 1000.0, tie_break=tie_break)
 
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
