@@ -1,5 +1,5 @@
-"""The CE-RM protocol, pure Python: prompt templates, conversation assembly, parsers and the
-score readout from token log-probabilities.
+"""The CE-RM protocol, pure Python: prompt templates, conversation assembly, chat rendering and tokenization that
+keeps untrusted text out of special tokens, parsers and the score readout from token log-probabilities.
 
 No torch, no network, no I/O. Anything that must agree between inference and training lives here once.
 """
@@ -37,6 +37,14 @@ from cerm.protocol._readout import (
     read_boxed_score,
     score_distribution,
 )
+from cerm.protocol._render import (
+    ContentSpan,
+    RenderedChat,
+    assistant_token_mask,
+    chat_template_kwargs,
+    render_chat,
+    tokenize_chat,
+)
 
 __all__ = [
     "CRITERIA_PROMPT",
@@ -48,10 +56,14 @@ __all__ = [
     "OVERALL_RANGE",
     "PROMPT_VERSION",
     "START_OF_CRITERIA",
+    "ContentSpan",
     "Conversation",
     "Message",
+    "RenderedChat",
     "TokenAlternatives",
+    "assistant_token_mask",
     "boxed_values",
+    "chat_template_kwargs",
     "closed_score",
     "criteria_conversation",
     "evaluation_conversation",
@@ -61,7 +73,9 @@ __all__ = [
     "parse_number",
     "parse_overall_score",
     "read_boxed_score",
+    "render_chat",
     "render_criteria_prompt",
     "render_evaluation_prompt",
     "score_distribution",
+    "tokenize_chat",
 ]
