@@ -44,6 +44,7 @@ from cerm.protocol._render import (
     chat_template_kwargs,
     render_chat,
     tokenize_chat,
+    tokenize_text,
 )
 
 __all__ = [
@@ -78,4 +79,5 @@ __all__ = [
     "render_evaluation_prompt",
     "score_distribution",
     "tokenize_chat",
+    "tokenize_text",
 ]

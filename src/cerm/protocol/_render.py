@@ -311,6 +311,13 @@ def tokenize_chat(tokenizer: Any, rendered: RenderedChat) -> list[int]:
     return _tokenize_protected(tokenizer, rendered)
 
 
+def tokenize_text(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of untrusted text on its own (a response to measure or cut to a budget), with special-token parsing
+    off: the same ids the text gets inside a chat where it holds a forged marker, and the same as plain tokenization
+    where it holds none."""
+    return [int(i) for i in _encode(tokenizer, text, split_special=True)["input_ids"]]
+
+
 def assistant_token_mask(
     tokenizer: Any,
     conversation: Sequence[Message],
