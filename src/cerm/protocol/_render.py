@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from cerm.protocol._conversation import Message
 
@@ -152,9 +152,8 @@ def render_chat(
     kwargs = dict(template_kwargs or {})
     real = _apply_template(tokenizer, conversation, generation, kwargs, chat_template)
     marks = _placeholders(conversation)
-    masked: list[Message] = [
-        {"role": message["role"], "content": mark} for message, mark in zip(conversation, marks, strict=True)
-    ]
+    # Other message fields (a name, say) stay as they are: only the content is swapped.
+    masked = [cast(Message, {**message, "content": mark}) for message, mark in zip(conversation, marks, strict=True)]
     skeleton = _apply_template(tokenizer, masked, generation, kwargs, chat_template)
 
     # Split the skeleton into markup pieces around the placeholders, in the order they appear.
