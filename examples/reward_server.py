@@ -3,7 +3,7 @@
 `python examples/reward_server.py` does all three in one process. For training, run the server on its own:
 
     cerm serve --model PKU-ONELab/CE-RM-4B --port 5000 --unscorable-reward 0 --scale 0 1
-    # OpenRLHF: --remote_rm_url http://HOST:5000/get_reward
+    # OpenRLHF 0.11: --reward.remote_url http://127.0.0.1:5000/get_reward   (older releases: --remote_rm_url)
 """
 # ci:
 # ci-requires: fastapi uvicorn httpx

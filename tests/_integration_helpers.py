@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from cerm import Judge, JudgeConfig
-from cerm.backends import MockBackend, SamplingParams
+from cerm.backends import Completion, MockBackend, SamplingParams
 from cerm.protocol import Conversation
 
 CRITERIA_TEXT = "Analysis.\n[Start of Criteria]\n1. Accuracy: the answer is right.\n[End of Criteria]"
@@ -27,6 +27,19 @@ def scripted_responder(conversation: Conversation, params: SamplingParams, index
 
 def mock_judge() -> tuple[Judge, MockBackend]:
     backend = MockBackend(scripted_responder)
+    return Judge(backend, config=JudgeConfig(criteria_max_new_tokens=32, evaluation_max_new_tokens=32)), backend
+
+
+def failing_judge(tag: str = "boom") -> tuple[Judge, MockBackend]:
+    """The scripted judge, except that the evaluation of a response containing ``tag`` fails as a generation (what the
+    backends report for an outage, exhausted retries or out of memory): that judgment is ``Status.ERROR``."""
+
+    def respond(conversation: Conversation, params: SamplingParams, index: int) -> str | Completion:
+        if len(conversation) > 1 and tag in conversation[-1]["content"]:
+            return Completion.failed("judge server unreachable after 6 attempts")
+        return scripted_responder(conversation, params, index)
+
+    backend = MockBackend(respond)
     return Judge(backend, config=JudgeConfig(criteria_max_new_tokens=32, evaluation_max_new_tokens=32)), backend
 
 

@@ -1,10 +1,17 @@
 """Servers for the openai backend's tests: a fault-injecting OpenAI-compatible stub (aiohttp, in a thread) and a
-fixture-friendly launcher for llama.cpp's real server (``python -m llama_cpp.server``)."""
+fixture-friendly launcher for llama.cpp's real server (``python -m llama_cpp.server``).
+
+llama.cpp's server is a test-only dependency with a long source build, so it lives in its own venv, ``.venv-llama``,
+which ``make test`` builds on first use (``make venv-llama``) and reuses afterwards; the server runs there as a separate
+process, so the main venv never needs it. ``make test`` sets ``CERM_LLAMA_PYTHON`` (that venv's interpreter) and
+``CERM_REQUIRE_LLAMA=1``: a missing server is then a failure, not a skip.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import json
 import os
 import re
@@ -61,6 +68,9 @@ class FaultServer:
     (a threading.Event) holds every request until the test sets it. A request still held after ``hold_timeout_s``
     (a safety net against a hung test, never a performance bound) answers 500 "held too long" and is counted in
     ``held_too_long``. ``arrived`` is set when the first request arrives.
+
+    ``reject_fields`` names request fields the server refuses with HTTP 400, as OpenAI's own API does with fields it
+    does not define.
     """
 
     schedule: dict[str, list[str]] = field(default_factory=dict)
@@ -68,6 +78,7 @@ class FaultServer:
     hang_s: float = 30.0
     ignore_n: bool = False
     latency_s: float = 0.0
+    reject_fields: frozenset[str] = frozenset()
     seen: list[Seen] = field(default_factory=list)
     in_flight: int = 0
     max_in_flight: int = 0
@@ -98,7 +109,8 @@ class FaultServer:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
-        action = self._action(body)
+        refused = sorted(self.reject_fields & body.keys())
+        action = f"reject {refused[0]}" if refused else self._action(body)
         headers = {k.lower(): v for k, v in request.headers.items()}
         arrival = len(self.seen)
         self.seen.append(Seen(time.monotonic(), body, action, headers, request.path, dict(request.query)))
@@ -136,6 +148,9 @@ class FaultServer:
         return True
 
     async def _answer(self, request: web.Request, body: dict[str, Any], action: str) -> web.StreamResponse:
+        if action.startswith("reject "):
+            message = f"Unrecognized request argument supplied: {action.removeprefix('reject ')}"
+            return web.json_response({"error": {"message": message, "type": "invalid_request_error"}}, status=400)
         if action == "ok":
             return web.json_response(self._completion(body))
         if action == "429":
@@ -231,14 +246,51 @@ class FaultServer:
             loop.close()
 
 
+LLAMA_VENV = Path(__file__).resolve().parents[1] / ".venv-llama"
+
+
+def llama_cpp_python() -> str | None:
+    """The interpreter that has ``llama_cpp.server``: $CERM_LLAMA_PYTHON, else ``.venv-llama`` of this checkout, else
+    the running one when it has llama-cpp-python installed; None when there is none."""
+    configured = os.environ.get("CERM_LLAMA_PYTHON")
+    if configured:
+        return configured if Path(configured).is_file() else None
+    local = LLAMA_VENV / "bin" / "python"
+    if (LLAMA_VENV / ".installed").is_file() and local.is_file():
+        return str(local)
+    return sys.executable if importlib.util.find_spec("llama_cpp") is not None else None
+
+
+def require_llama_cpp() -> str:
+    """The llama.cpp server's interpreter, or skip the test with the reason (a failure under ``make test``, which
+    builds it: CERM_REQUIRE_LLAMA=1)."""
+    import pytest
+
+    python = llama_cpp_python()
+    if python is not None:
+        return python
+    reason = (
+        "llama.cpp's server is not available: `make venv-llama` builds it into .venv-llama "
+        "(llama-cpp-python[server]); or set CERM_LLAMA_PYTHON to a python that has it"
+    )
+    if os.environ.get("CERM_REQUIRE_LLAMA") == "1":
+        pytest.fail(reason)
+    pytest.skip(reason)
+    raise AssertionError("unreachable: pytest.skip raises")
+
+
 @contextlib.contextmanager
-def llama_cpp_server(model: Path, n_ctx: int = 4096) -> Iterator[str]:
-    """Start ``python -m llama_cpp.server`` on a free port; yield its base URL; stop it. Ready in about 2 s."""
+def llama_cpp_server(model: Path, n_ctx: int = 4096, python: str | None = None) -> Iterator[str]:
+    """Start ``python -m llama_cpp.server`` on a free port; yield its base URL; stop it. Ready in about 2 s.
+    ``python`` is the interpreter to run it with (default: :func:`llama_cpp_python`)."""
+    python = python or llama_cpp_python()
+    if python is None:
+        raise RuntimeError("no python with llama-cpp-python[server]: run `make venv-llama`")
     port = free_port()
     log = open(os.devnull, "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [
-            sys.executable,
+            python,
             "-m",
             "llama_cpp.server",
             "--model",

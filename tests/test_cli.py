@@ -6,13 +6,22 @@ process and use 8-token budgets.
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
+import logging
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
+from _openai_servers import FaultServer
 from _support import PYTHON
+from cerm import JudgeConfig
+from cerm.cli import EXIT_INTERNAL, build_parser, main
+from cerm.cli._common import add_judge_options, config_from_args
 
 TINY = ["--max-new-tokens", "8", "--no-progress"]
 
@@ -213,3 +222,167 @@ def test_strict_with_unscorable_exits_4(cli_env: dict[str, str], tmp_path: Path)
     record = json.loads(proc.stdout)
     assert record["scores"] == [None]
     assert record["judgments"][0]["status"] == "unscorable"
+
+
+# -- the judge options mirror JudgeConfig ------------------------------------------------------------------------------
+def _help(command: str, capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit) as done:
+        main([command, "--help"])
+    assert done.value.code == 0
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["score", "rerank", "serve", "eval"])
+def test_every_judge_config_field_is_an_option(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    text = _help(command, capsys)
+    for spec in dataclasses.fields(JudgeConfig):
+        flag = "--" + spec.name.replace("_", "-")
+        assert flag in text, f"cerm {command} has no {flag} (JudgeConfig.{spec.name})"
+        assert spec.metadata["help"].split()[0] in text  # the field's own description is the help
+    assert "-k N" in text  # historical spellings stay
+    assert "--max-new-tokens" in text
+
+
+def test_options_reach_the_config_with_their_types() -> None:
+    parser = build_parser()
+    args = parser.parse_args(
+        [
+            "score",
+            "--top-p",
+            "0.9",
+            "--scaling-temperature",
+            "0.5",
+            "--max-response-tokens",
+            "64",
+            "-k",
+            "2",
+            "--scaling",
+            "grid",
+            "--forced-readout",
+            "--readout-min-mass",
+            "0.25",
+            "--max-new-tokens",
+            "99",
+        ]
+    )
+    config = config_from_args(args)
+    assert config == JudgeConfig(
+        top_p=0.9,
+        scaling_temperature=0.5,
+        max_response_tokens=64,
+        k=2,
+        scaling="grid",
+        forced_readout=True,
+        readout_min_mass=0.25,
+        criteria_max_new_tokens=99,
+        evaluation_max_new_tokens=99,
+    )
+    # Leaving every option out gives JudgeConfig's own defaults, whatever they are.
+    assert config_from_args(parser.parse_args(["rerank"])) == JudgeConfig()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["score", "--overlong", "shorten"])  # Literal choices are enforced
+
+
+def test_a_field_added_to_the_config_appears_on_the_command_line_by_itself() -> None:
+    extended = dataclasses.make_dataclass(
+        "ExtendedConfig",
+        [
+            ("new_knob", int, dataclasses.field(default=3, metadata={"help": "a brand new setting"})),
+            ("new_mode", Literal["a", "b"], dataclasses.field(default="a")),  # no help metadata: still an option
+        ],
+        bases=(JudgeConfig,),
+        frozen=True,
+    )
+    parser = argparse.ArgumentParser()
+    add_judge_options(parser, config_class=extended)
+    text = parser.format_help()
+    assert "--new-knob N" in text
+    assert "a brand new setting (default: 3)" in text
+    assert "--new-mode {a,b}" in text
+    config = config_from_args(parser.parse_args(["--new-knob", "7", "--new-mode", "b", "--top-p", "0.5"]))
+    assert isinstance(config, extended)
+    assert (config.new_knob, config.new_mode, config.top_p) == (7, "b", 0.5)  # type: ignore[attr-defined]
+    # A sub-command can respell a field's option (e.g. when --seed means something else there).
+    renamed = argparse.ArgumentParser()
+    add_judge_options(renamed, flags={"seed": ["--judge-seed"]})
+    assert config_from_args(renamed.parse_args(["--judge-seed", "5"])).seed == 5
+    with pytest.raises(SystemExit):
+        renamed.parse_args(["--seed", "5"])
+
+
+# -- exit codes: 1 is a bug, 2 the user's input, 5 failed generations -----------------------------------------------
+def test_a_bug_exits_1_with_a_logged_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    import cerm.cli._score
+
+    def buggy(args: argparse.Namespace) -> int:
+        raise ValueError("an index went wrong inside cerm")
+
+    monkeypatch.setattr(cerm.cli._score, "run", buggy)
+    assert main(["score", "-q", "q", "-r", "a"]) == EXIT_INTERNAL == 1
+    err = capsys.readouterr().err
+    assert "internal error: ValueError: an index went wrong inside cerm" in err
+    assert "a bug in cerm" in err
+    logged = [r for r in caplog.records if r.levelno == logging.ERROR and r.exc_info]
+    assert logged, "the traceback must be logged"
+    assert logged[0].exc_info is not None
+    assert logged[0].exc_info[0] is ValueError
+
+
+def test_bad_settings_exit_2_not_1(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["score", "-q", "q", "-r", "a", "--backend", "mock", "--backend-arg", "colour=blue"]) == 2
+    assert "has no setting colour" in capsys.readouterr().err
+    assert main(["score", "-q", "q", "-r", "a", "--top-p", "0"]) == 2  # JudgeConfig refuses it: the user's input
+    assert main(["serve", "--unscorable-reward", "nan"]) == 2
+
+
+@pytest.fixture
+def outage() -> Iterator[FaultServer]:
+    # Every attempt at judging a response tagged "boom" fails at the judge's server; everything else is answered.
+    with FaultServer(schedule={"boom": ["500"] * 10}).running() as server:
+        yield server
+
+
+def _openai_args(server: FaultServer) -> list[str]:
+    return [
+        "--backend",
+        "openai",
+        "--model",
+        "judge-model",
+        "--backend-arg",
+        f"base_url={server.base_url}",
+        "--backend-arg",
+        "api_key=sk-test",
+        "--backend-arg",
+        "max_attempts=1",
+        "--max-new-tokens",
+        "32",
+        "--no-progress",
+    ]
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_score_exits_5_when_items_errored(
+    cli_env: dict[str, str], tmp_path: Path, outage: FaultServer, strict: bool
+) -> None:
+    args = ["score", "-q", "What is 2+2?", "-r", "score=7 four", "-r", "score=3 boom", *_openai_args(outage)]
+    proc = run_cli([*args, "--strict"] if strict else args, cli_env, tmp_path)
+    assert proc.returncode == 5, proc.stderr
+    record = json.loads(proc.stdout)  # the results are still written
+    assert [j["status"] for j in record["judgments"]] == ["scored", "error"]
+    assert record["scores"] == [7.0, None]
+    assert "HTTP 500" in record["judgments"][1]["reason"]
+    assert "errored" in proc.stderr
+    # The same run without the failing response exits 0.
+    clean = run_cli(["score", "-q", "What is 2+2?", "-r", "score=7 four", *_openai_args(outage)], cli_env, tmp_path)
+    assert clean.returncode == 0, clean.stderr
+
+
+def test_rerank_exits_5_when_items_errored(cli_env: dict[str, str], tmp_path: Path, outage: FaultServer) -> None:
+    source = write_jsonl(tmp_path / "c.jsonl", [{"query": "Q", "candidates": ["score=4 a", "score=9 boom"]}])
+    proc = run_cli(["rerank", "-i", str(source), *_openai_args(outage)], cli_env, tmp_path)
+    assert proc.returncode == 5, proc.stderr
+    record = json.loads(proc.stdout)
+    assert record["best_index"] == 0  # the errored candidate never wins
+    assert [j["status"] for j in record["judgments"]] == ["scored", "error"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from _openai_servers import llama_cpp_server
+from _openai_servers import llama_cpp_server, require_llama_cpp
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,11 +29,10 @@ def run_example(name: str, *args: str, timeout: float = 600) -> subprocess.Compl
 @pytest.mark.model
 @pytest.mark.timeout(300)
 def test_openai_backend_example_against_llama_cpp() -> None:
-    if importlib.util.find_spec("llama_cpp") is None:
-        pytest.skip("llama-cpp-python is not installed (`make install` builds it: 'llama-cpp-python[server]')")
+    python = require_llama_cpp()
     from cerm._embedded import demo_gguf_path
 
-    with llama_cpp_server(demo_gguf_path()) as base_url:
+    with llama_cpp_server(demo_gguf_path(), python=python) as base_url:
         done = run_example("openai_backend.py", base_url, "demo", "32")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()

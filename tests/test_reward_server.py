@@ -16,9 +16,10 @@ from typing import Any
 import httpx
 import pytest
 
-from _integration_helpers import mock_judge
-from cerm import Judge, JudgeConfig
-from cerm.backends import Backend, Completion, InstrumentedBackend, SamplingParams
+from _integration_helpers import mock_judge, scripted_responder, scripted_score
+from _openai_servers import FaultServer
+from cerm import Judge, JudgeConfig, MemoryCriteriaCache
+from cerm.backends import Backend, Completion, InstrumentedBackend, MockBackend, SamplingParams
 from cerm.integrations import RewardServer, create_app
 from cerm.integrations.openrlhf import openrlhf_query, split_sample
 from cerm.protocol import Conversation
@@ -133,18 +134,23 @@ def test_unmatched_prompt_is_unscorable_not_an_error(mock_server: tuple[RewardSe
     assert data["extra_logs"]["cerm_scorable"] == [0.0, 1.0]
 
 
-def test_concurrent_requests_are_batched(mock_server: tuple[RewardServer, Any]) -> None:
-    server, backend = mock_server
-    with ThreadPoolExecutor(8) as pool:
+def test_concurrent_requests_are_batched() -> None:
+    # Batches close on a count here (max_batch_items=8, a wait far longer than any test), so what the server observed
+    # does not depend on the machine's speed: 8 one-sample requests of one prompt become ONE judge call of 8 items.
+    app = create_app(mock_judge()[0], unscorable_reward=-1.0, max_batch_items=8, max_wait_ms=600_000)
+    judge = app.state.judge
+    with RewardServer(app) as counted, ThreadPoolExecutor(8) as pool:
         answers = list(
-            pool.map(lambda i: httpx.post(server.url + "/get_reward", json=_body([f"answer {i}"])), range(8))
+            pool.map(
+                lambda i: httpx.post(counted.url + "/get_reward", json=_body([f"answer {i}"]), timeout=60), range(8)
+            )
         )
+        health = httpx.get(counted.url + "/health").json()
     assert all(a.status_code == 200 and len(a.json()["rewards"]) == 1 for a in answers)
-    # 8 one-sample requests of the same prompt: far fewer than 16 backend calls (criteria shared across requests).
-    assert len(backend.calls) <= 4, [len(c[0]) for c in backend.calls]
-    health = httpx.get(server.url + "/health").json()
-    assert health["requests"] == 8
-    assert health["largest_batch"] >= 4
+    assert (health["batches"], health["requests"], health["items"], health["largest_batch"]) == (1, 8, 8, 8)
+    # One criteria conversation for the shared prompt, then the 8 evaluations together.
+    calls = judge.backend.calls
+    assert [len(conversations) for conversations, _ in calls] == [1, 8]
 
 
 class _Failing(Backend):
@@ -186,7 +192,10 @@ def test_demo_judge_behind_the_server_batches_concurrent_requests() -> None:
     config = JudgeConfig(criteria_max_new_tokens=8, evaluation_max_new_tokens=8)
     real = Judge("demo", config=config)
     counting = InstrumentedBackend(real.backend)
-    app = create_app(Judge(counting, config=config), unscorable_reward=0.0, scale=(0, 1), max_wait_ms=500)
+    # The batch closes when 4 samples are pending (the wait bound is never reached): no timing in the assertions.
+    app = create_app(
+        Judge(counting, config=config), unscorable_reward=0.0, scale=(0, 1), max_batch_items=4, max_wait_ms=600_000
+    )
     with RewardServer(app) as server, ThreadPoolExecutor(4) as pool:
         answers = list(
             pool.map(
@@ -202,7 +211,8 @@ def test_demo_judge_behind_the_server_batches_concurrent_requests() -> None:
             assert data["cerm"][0]["status"] == "scored" or data["cerm"][0]["reason"]
         # One criteria turn, then all four evaluations together.
         assert counting.conversations_per_call == [1, 4], counting.conversations_per_call
-        assert httpx.get(server.url + "/health").json()["largest_batch"] == 4
+        health = httpx.get(server.url + "/health").json()
+        assert (health["batches"], health["largest_batch"]) == (1, 4)
     real.close()
 
 
@@ -260,3 +270,237 @@ def test_cerm_serve_requires_the_unscorable_reward() -> None:
     out = subprocess.run([sys.executable, "-m", "cerm", "serve"], env=env, capture_output=True, text=True)
     assert out.returncode == 2
     assert "--unscorable-reward" in out.stderr
+
+
+# -- failed generations (Status.ERROR): 503 for the request that holds one, the merged others answered ----------------
+def _failing_on(tag: str) -> MockBackend:
+    def respond(conversation: Conversation, params: SamplingParams, index: int) -> str | Completion:
+        if len(conversation) > 1 and tag in conversation[-1]["content"]:
+            return Completion.failed("judge server unreachable after 6 attempts")
+        return scripted_responder(conversation, params, index)
+
+    return MockBackend(respond)
+
+
+def _post_together(url: str, bodies: Sequence[Any], **kwargs: Any) -> list[httpx.Response]:
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        return list(pool.map(lambda b: httpx.post(url + "/get_reward", timeout=60, **kwargs, **b), bodies))
+
+
+def test_errored_sample_is_a_503_and_the_requests_merged_with_it_are_answered() -> None:
+    backend = _failing_on("boom")
+    judge = Judge(backend, config=JudgeConfig(criteria_max_new_tokens=32, evaluation_max_new_tokens=32))
+    # Three requests, closed into one micro-batch by count: the errored sample must fail its own request only.
+    app = create_app(judge, unscorable_reward=-1.0, max_batch_items=4, max_wait_ms=600_000)
+    with RewardServer(app) as server:
+        bad, good, unscorable = _post_together(
+            server.url,
+            [{"json": _body(["4", "boom"])}, {"json": _body(["four"])}, {"json": _body(["UNSCORABLE"])}],
+        )
+        health = httpx.get(server.url + "/health").json()
+    assert (health["batches"], health["requests"], health["largest_batch"]) == (1, 3, 4)  # they were merged
+    assert bad.status_code == 503, bad.text
+    error = bad.json()
+    assert "1 of 2 samples" in error["error"]
+    assert "unreachable" in error["error"]
+    assert [d["status"] for d in error["cerm"]] == ["scored", "error"]
+    assert "rewards" not in error  # no number for a judgment that did not happen
+    assert good.status_code == 200
+    assert good.json()["cerm"][0]["status"] == "scored"
+    # UNSCORABLE (the judge's verdict) is still a result with the operator's reward, not an error.
+    assert unscorable.status_code == 200
+    assert unscorable.json()["rewards"] == [-1.0]
+    assert unscorable.json()["cerm"][0]["status"] == "unscorable"
+    assert health["errored_items"] == 1
+
+
+def test_outage_of_an_openai_compatible_judge_is_a_503_then_a_retry_succeeds() -> None:
+    """Fault injection over real HTTP: the judge's own server fails every attempt for one sample, so the reward server
+    answers 503 (OpenRLHF's client retries); once the judge's server recovers, the same request is answered."""
+    from cerm.backends.openai import OpenAIBackend
+
+    fault = FaultServer(schedule={"flaky": ["500", "503"]})
+    with fault.running():
+        backend = OpenAIBackend(
+            "judge-model",
+            base_url=fault.base_url,
+            api_key="sk-test",
+            max_attempts=2,
+            backoff_initial=0.01,
+            backoff_max=0.02,
+            timeout=5.0,
+        )
+        judge = Judge(backend, config=JudgeConfig(criteria_max_new_tokens=32, evaluation_max_new_tokens=32))
+        with RewardServer(create_app(judge, unscorable_reward=0.0, max_wait_ms=0)) as server:
+            body = _body(["score=7 flaky"])
+            first = httpx.post(server.url + "/get_reward", json=body, timeout=60)
+            assert first.status_code == 503, first.text
+            assert "evaluation generation failed" in first.json()["error"]
+            assert fault.count("flaky") == 2  # both attempts were made, both failed
+            second = httpx.post(server.url + "/get_reward", json=body, timeout=60)
+            assert second.status_code == 200, second.text
+            assert second.json()["rewards"] == [7.0]
+        backend.close()
+
+
+# -- one client's bad request never fails another's ------------------------------------------------------------------
+def test_lone_surrogate_in_one_prompt_is_a_400_for_that_request_only() -> None:
+    judge, backend = mock_judge()
+    app = create_app(judge, unscorable_reward=-1.0, max_batch_items=2, max_wait_ms=100)
+    bad_prompt = CHATML_PROMPT.replace("2+2", "2+\ud800")  # a lone surrogate
+    raw = json.dumps({"query": [bad_prompt + "4"], "prompts": [bad_prompt]})
+    assert "\\ud800" in raw  # sent as its JSON escape, exactly what a client in another language may write
+    with RewardServer(app) as server:
+        bad, good = _post_together(
+            server.url,
+            [{"content": raw.encode(), "headers": {"content-type": "application/json"}}, {"json": _body(["4"])}],
+        )
+    assert bad.status_code == 400, bad.text
+    assert "sample 0" in bad.json()["error"]
+    assert "surrogate" in bad.json()["error"]
+    assert good.status_code == 200, good.text
+    assert good.json()["cerm"][0]["status"] == "scored"
+    assert all("\ud800" not in c[0]["content"] for conversations, _ in backend.calls for c in conversations)
+
+
+def test_deeply_nested_json_is_a_400(mock_server: tuple[RewardServer, Any]) -> None:
+    server, backend = mock_server
+    depth = 1900  # beyond Python's recursion limit, within the fixture's 4096-byte body limit
+    content = b'{"query": ' + b"[" * depth + b"]" * depth + b', "prompts": []}'
+    r = httpx.post(server.url + "/get_reward", content=content, headers={"content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert "nested too deeply" in r.json()["error"]
+    assert backend.calls == []
+    assert httpx.get(server.url + "/health").status_code == 200
+
+
+class _RaisesOn(Backend):
+    """A backend that raises (a bug, not a failed generation) for any batch holding a tagged conversation."""
+
+    name = "raises"
+    model_id = "raises"  # type: ignore[assignment]
+
+    def generate(self, conversations: Sequence[Conversation], params: SamplingParams) -> list[list[Completion]]:
+        if any("explode" in c[-1]["content"] for c in conversations):
+            raise RuntimeError("backend exploded")
+        return [[Completion(scripted_responder(c, params, 0), "stop")] for c in conversations]
+
+
+def test_a_raising_merged_batch_is_split_so_only_its_culprit_fails() -> None:
+    judge = Judge(_RaisesOn(), config=JudgeConfig(criteria_max_new_tokens=32, evaluation_max_new_tokens=32))
+    app = create_app(judge, unscorable_reward=0.0, max_batch_items=2, max_wait_ms=600_000)
+    with RewardServer(app) as server:
+        bad, good = _post_together(server.url, [{"json": _body(["explode"])}, {"json": _body(["fine"])}])
+        health = httpx.get(server.url + "/health").json()
+    assert bad.status_code == 500
+    assert "backend exploded" in bad.json()["error"]
+    assert good.status_code == 200, good.text
+    assert good.json()["rewards"] == [float(scripted_score_for("fine"))]
+    assert health["requests"] == 1  # only the request that was answered with judgments
+
+
+def scripted_score_for(response: str) -> int:
+    """The scripted judge's score of ``response`` under CHATML_PROMPT (its evaluation turn, as the Judge renders it)."""
+    judge, backend = mock_judge()
+    judge.judge("What is 2+2?", [response])
+    return scripted_score(backend.calls[-1][0][0][-1]["content"])
+
+
+# -- authentication and binding -------------------------------------------------------------------------------------
+def test_api_key_is_required_when_set() -> None:
+    judge, _ = mock_judge()
+    with RewardServer(create_app(judge, unscorable_reward=0.0, max_wait_ms=0, api_key="s3cret")) as server:
+        assert server.host == "127.0.0.1"
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
+            r = httpx.post(server.url + "/get_reward", json=_body(["4"]), headers=headers)
+            assert r.status_code == 401, headers
+            assert httpx.get(server.url + "/health", headers=headers).status_code == 401
+        ok = {"Authorization": "Bearer s3cret"}
+        assert httpx.post(server.url + "/get_reward", json=_body(["4"]), headers=ok).status_code == 200
+        assert httpx.get(server.url + "/health", headers=ok).json()["status"] == "ok"
+    with pytest.raises(ValueError, match="api_key"):
+        create_app(judge, unscorable_reward=0.0, api_key="")
+
+
+# -- one criteria set per prompt however the samples arrive -----------------------------------------------------------
+def _criteria_turns(backend: MockBackend) -> int:
+    return sum(1 for conversations, _ in backend.calls for c in conversations if len(c) == 1)
+
+
+@pytest.mark.parametrize(("cache_size", "expected_turns"), [(None, 4), (0, 32)])
+def test_samples_of_a_prompt_arriving_apart_share_one_criteria_turn(
+    cache_size: int | None, expected_turns: int
+) -> None:
+    judge, backend = mock_judge()
+    kwargs = {} if cache_size is None else {"criteria_cache_size": cache_size}
+    app = create_app(judge, unscorable_reward=0.0, max_wait_ms=0, **kwargs)  # default: the server's cache is on
+    prompts = [CHATML_PROMPT.replace("2+2", f"{p}+{p}") for p in range(4)]
+    rewards: dict[tuple[int, int], float] = {}
+    with RewardServer(app) as server:
+        # 8 samples of each of 4 prompts, interleaved and one request at a time: every sample is its own micro-batch,
+        # as when OpenRLHF's generations of one prompt finish apart.
+        for s in range(8):
+            for p, prompt in enumerate(prompts):
+                r = httpx.post(server.url + "/get_reward", json=_body([f"answer {s}"], prompt=prompt))
+                assert r.status_code == 200, r.text
+                rewards[(p, s)] = r.json()["rewards"][0]
+        health = httpx.get(server.url + "/health").json()
+    assert health["batches"] == 32  # nothing was merged: the sharing below is the cache's doing
+    assert _criteria_turns(backend) == expected_turns
+    if cache_size is None:
+        assert health["criteria_cache"] == {"entries": 4, "hits": 28, "misses": 4}
+    assert judge.cache is None  # the caller's judge is left as it was
+    # Every reward is the scripted judge's value for that sample's evaluation turn.
+    evaluations = [c for conversations, _ in backend.calls for c in conversations if len(c) > 1]
+    assert sorted(rewards.values()) == sorted(float(scripted_score(c[-1]["content"])) for c in evaluations)
+
+
+def test_a_judge_with_its_own_cache_keeps_it() -> None:
+    backend = MockBackend(scripted_responder)
+    cache = MemoryCriteriaCache(8)
+    judge = Judge(backend, config=JudgeConfig(criteria_max_new_tokens=32, evaluation_max_new_tokens=32), cache=cache)
+    app = create_app(judge, unscorable_reward=0.0, max_wait_ms=0)
+    assert app.state.judge.cache is cache
+    with RewardServer(app) as server:
+        for s in range(3):
+            assert httpx.post(server.url + "/get_reward", json=_body([f"a{s}"])).status_code == 200
+    assert (cache.misses, cache.hits) == (1, 2)
+
+
+def test_cerm_serve_help_names_openrlhf_0_11_flag_and_the_server_options() -> None:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    out = subprocess.run([sys.executable, "-m", "cerm", "serve", "--help"], env=env, capture_output=True, text=True)
+    assert out.returncode == 0
+    assert "--reward.remote_url http://HOST:PORT/get_reward" in out.stdout  # OpenRLHF 0.11 rejects --remote_rm_url
+    for option in ("--api-key", "CERM_SERVE_API_KEY", "--criteria-cache-size", "--host"):
+        assert option in out.stdout
+    assert "default 127.0.0.1" in out.stdout
+
+
+def test_cerm_serve_reads_its_api_key_from_the_environment() -> None:
+    # An OpenAI-compatible judge that is never called: the server starts without a model, and only auth is exercised.
+    port = _free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"),
+        "CERM_SERVE_API_KEY": "from-env",
+    }
+    args = ["--backend", "openai", "--model", "judge", "--backend-arg", "base_url=http://127.0.0.1:9/v1"]
+    command = [sys.executable, "-m", "cerm", "serve", "--port", str(port), "--unscorable-reward", "0", *args]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}/health"
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            try:
+                refused = httpx.get(url, timeout=5)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "cerm serve did not come up"
+                time.sleep(0.2)
+        assert refused.status_code == 401
+        assert httpx.get(url, headers={"Authorization": "Bearer from-env"}).json()["status"] == "ok"
+    finally:
+        proc.terminate()
+        proc.wait(30)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from typing import Any
 
 import pytest
 
-from _integration_helpers import mock_judge, scripted_score, tiny_policy
-from cerm import Judge, JudgeConfig
+from _integration_helpers import failing_judge, mock_judge, scripted_score, tiny_policy
+from _openai_servers import FaultServer
+from cerm import Judge, JudgeConfig, Status
 from cerm.integrations import AsyncCermRewardFunc, CermRewardFunc
 
 
@@ -87,6 +89,58 @@ def test_async_variant_matches_sync() -> None:
     areward = AsyncCermRewardFunc(judge)
     assert asyncio.iscoroutinefunction(areward.__call__)
     assert asyncio.run(areward(prompts=prompts, completions=completions)) == sync
+
+
+def test_errored_completions_are_none_and_counted_apart_from_unscorable(caplog: pytest.LogCaptureFixture) -> None:
+    judge, _ = failing_judge("boom")
+    logged: dict[str, Any] = {}
+    reward = CermRewardFunc(judge)
+    with caplog.at_level(logging.WARNING, logger="cerm"):
+        rewards = reward(
+            prompts=["Q"] * 4,
+            completions=["fine", "boom", "UNSCORABLE", "also fine"],
+            log_metric=lambda name, value: logged.setdefault(name, value),
+            log_extra=lambda column, values: logged.setdefault(column, values),
+        )
+    assert rewards[0] is not None
+    assert rewards[3] is not None
+    assert rewards[1] is None  # no judgment: no reward
+    assert rewards[2] is None  # the judge's verdict: unscorable
+    assert [j.status for j in reward.last_judgments if j] == [
+        Status.SCORED,
+        Status.ERROR,
+        Status.UNSCORABLE,
+        Status.SCORED,
+    ]
+    assert logged["cerm/error_fraction"] == pytest.approx(1 / 4)
+    assert logged["cerm/unscorable_fraction"] == pytest.approx(1 / 4)  # the failure is not counted as unscorable
+    assert "unreachable" in logged["cerm_reason"][1]
+    assert any("no judgment" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+
+
+def test_outage_of_an_openai_compatible_judge_is_an_error_metric() -> None:
+    """Fault injection over real HTTP: every attempt for one completion fails at the judge's server."""
+    from cerm.backends.openai import OpenAIBackend
+
+    fault = FaultServer(schedule={"flaky": ["503", "503"]})
+    with fault.running():
+        backend = OpenAIBackend(
+            "judge-model", base_url=fault.base_url, api_key="sk-test", max_attempts=2, backoff_initial=0.01, timeout=5
+        )
+        judge = Judge(backend, config=JudgeConfig(criteria_max_new_tokens=32, evaluation_max_new_tokens=32))
+        logged: dict[str, Any] = {}
+        reward = AsyncCermRewardFunc(judge)
+        rewards = asyncio.run(
+            reward(
+                prompts=["Q", "Q"],
+                completions=["score=6 ok", "score=6 flaky"],
+                log_metric=lambda name, value: logged.setdefault(name, value),
+            )
+        )
+        backend.close()
+    assert rewards == [6.0, None]
+    assert logged == {"cerm/unscorable_fraction": 0.0, "cerm/error_fraction": 0.5}
+    assert fault.count("flaky") == 2
 
 
 def _grpo(reward: Any, tmp_path: Any, *, generations: int, steps: int = 2) -> tuple[Any, Any]:

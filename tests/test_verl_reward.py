@@ -6,9 +6,10 @@ import asyncio
 
 import pytest
 
-from _integration_helpers import mock_judge
+from _integration_helpers import failing_judge, mock_judge
+from _openai_servers import FaultServer
 from cerm import Judge, JudgeConfig
-from cerm.integrations import VerlReward
+from cerm.integrations import JudgeUnavailableError, VerlReward
 
 
 def test_naive_and_batch_conventions() -> None:
@@ -16,7 +17,7 @@ def test_naive_and_batch_conventions() -> None:
     reward = VerlReward(judge, unscorable_score=0.0, scale=(0, 1))
     single = reward(data_source="demo", solution_str="Paris", ground_truth=None, extra_info={"question": "Capital?"})
     assert isinstance(single, dict)
-    assert set(single) == {"score", "scorable", "reason"}
+    assert set(single) == {"score", "scorable", "errored", "reason"}
     assert single["scorable"] is True
     assert 0 <= single["score"] <= 1
     assert single["reason"] == ""
@@ -30,7 +31,7 @@ def test_naive_and_batch_conventions() -> None:
     assert len(batch) == 4
     assert len(backend.calls) == 2  # one criteria call (2 queries), one evaluation call
     assert batch[0] == single
-    assert batch[2] == {"score": 0.0, "scorable": False, "reason": batch[2]["reason"]}
+    assert batch[2] == {"score": 0.0, "scorable": False, "errored": False, "reason": batch[2]["reason"]}
     assert batch[2]["reason"]
     assert all(type(b["score"]) is float for b in batch)
 
@@ -57,6 +58,34 @@ def test_misconfiguration_is_an_error_not_a_reward() -> None:
         reward(data_source="d", solution_str="x", ground_truth="y", extra_info={"index": 3})
     with pytest.raises(TypeError):
         reward("positional")
+
+
+def test_errored_judgment_raises_by_default_and_the_fallback_is_explicit() -> None:
+    judge, _ = failing_judge("boom")
+    batch = {
+        "data_sources": ["d"] * 3,
+        "solution_strs": ["fine", "boom", "UNSCORABLE"],
+        "ground_truths": [None] * 3,
+        "extra_infos": [{"question": "Q"}] * 3,
+    }
+    strict = VerlReward(judge, unscorable_score=0.0)
+    with pytest.raises(JudgeUnavailableError, match=r"1 of 3 responses got no judgment.*unreachable"):
+        strict(**batch)
+    with pytest.raises(JudgeUnavailableError):
+        strict(data_source="d", solution_str="boom", extra_info={"question": "Q"})
+    with pytest.raises(JudgeUnavailableError):
+        asyncio.run(strict.acompute_score_batch(**batch))
+    fallback = VerlReward(judge, unscorable_score=0.0, error_score=-1.0)
+    out = fallback(**batch)
+    assert isinstance(out, list)
+    assert out[0]["scorable"] is True
+    assert out[0]["errored"] is False
+    assert out[1] == {"score": -1.0, "scorable": False, "errored": True, "reason": out[1]["reason"]}
+    assert "unreachable" in out[1]["reason"]
+    assert out[2] == {"score": 0.0, "scorable": False, "errored": False, "reason": out[2]["reason"]}
+    assert VerlReward(judge, unscorable_score=0.0, error_score=-2.0, return_dict=False)(**batch)[1] == -2.0
+    with pytest.raises(TypeError, match="error_score"):
+        VerlReward(judge, unscorable_score=0.0, error_score="0")  # type: ignore[arg-type]
 
 
 def test_lazy_factory_and_async() -> None:
@@ -90,3 +119,22 @@ def test_batch_form_with_the_demo_judge() -> None:
         assert isinstance(item["score"], float)
         assert item["scorable"] or (item["score"] == 0.0 and item["reason"])
     judge.close()
+
+
+def test_outage_of_an_openai_compatible_judge_raises_in_verl() -> None:
+    """Fault injection over real HTTP: the judge's server fails every attempt for one response."""
+    from cerm.backends.openai import OpenAIBackend
+
+    fault = FaultServer(schedule={"flaky": ["503", "503"]})
+    with fault.running():
+        backend = OpenAIBackend(
+            "judge-model", base_url=fault.base_url, api_key="sk-test", max_attempts=2, backoff_initial=0.01, timeout=5
+        )
+        judge = Judge(backend, config=JudgeConfig(criteria_max_new_tokens=32, evaluation_max_new_tokens=32))
+        reward = VerlReward(judge, unscorable_score=0.0)
+        with pytest.raises(JudgeUnavailableError, match="HTTP 503"):
+            reward(solution_strs=["score=6 ok", "score=6 flaky"], extra_infos=[{"question": "Q"}] * 2)
+        # Once the server answers again, the same call is rewarded.
+        assert [r["score"] for r in reward(solution_strs=["score=6 flaky"], extra_infos=[{"question": "Q"}])] == [6.0]
+        backend.close()
+    assert fault.count("flaky") == 3

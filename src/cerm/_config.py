@@ -61,21 +61,37 @@ class JudgeConfig:
       stays UNSCORABLE. Forced scores are a readout, not the protocol's verdict: they are marked as such.
     """
 
-    criteria_max_new_tokens: int = 1024
-    evaluation_max_new_tokens: int = 2048
-    temperature: float = 0.0
-    top_p: float = 1.0
-    k: int = 1
-    scaling: ScalingMode = "chains"
-    scaling_temperature: float = 0.7
-    seed: int | None = None
-    top_logprobs: int | None = None
-    overlong: OverlongPolicy = "truncate"
-    max_response_tokens: int | None = None
-    score_readout: ScoreReadoutMode = "parsed"
-    forced_readout: bool = False
-    readout_top_logprobs: int = 20
-    readout_min_mass: float = 0.5
+    criteria_max_new_tokens: int = _setting(1024, "token budget of the criteria turn")
+    evaluation_max_new_tokens: int = _setting(2048, "token budget of each evaluation turn")
+    temperature: float = _setting(0.0, "decoding temperature of both turns; 0 = greedy, as the model card prescribes")
+    top_p: float = _setting(1.0, "nucleus sampling cut-off of sampled turns")
+    k: int = _setting(1, "test-time scaling: number of chains (or samples, see --scaling) per response", flags=("-k",))
+    scaling: ScalingMode = _setting(
+        "chains", "test-time scaling when k > 1: k criteria sets, k evaluations under one, or k x k"
+    )
+    scaling_temperature: float = _setting(
+        0.7, "temperature of the sampled turns of test-time scaling when temperature is 0"
+    )
+    seed: int | None = _setting(None, "sampling seed of the judge (reproducible sampled turns)")
+    top_logprobs: int | None = _setting(
+        None, "also return this many alternatives (log-probabilities) per generated token"
+    )
+    overlong: OverlongPolicy = _setting(
+        "truncate", "responses longer than the model context: truncate (with a warning) or unscorable"
+    )
+    max_response_tokens: int | None = _setting(None, "truncate every response to at most this many tokens")
+    score_readout: ScoreReadoutMode = _setting(
+        "parsed", "'expected': the expected score from the score tokens' probabilities (fewer ties; needs logprobs)"
+    )
+    forced_readout: bool = _setting(
+        False,
+        "read a score after an explicit overall-score prefix where the judge did not close the format (marked as "
+        "forced in the output)",
+    )
+    readout_top_logprobs: int = _setting(20, "alternatives per token read by the expected and forced readouts")
+    readout_min_mass: float = _setting(
+        0.5, "a readout whose valid score tokens hold less probability than this is not trusted"
+    )
     criteria_samples: int | None = _setting(
         None, "criteria sets sampled per query (the recipe's nc); none: from -k and --scaling"
     )
@@ -107,7 +123,10 @@ class JudgeConfig:
             and self.temperature == 0
             and self.scaling_temperature <= 0
         ):
-            raise ConfigurationError("k > 1 needs sampling: set temperature or scaling_temperature above 0")
+            raise ConfigurationError(
+                "k > 1 needs sampling (so do criteria_samples or evaluation_samples > 1): set temperature or "
+                "scaling_temperature above 0"
+            )
         if self.score_readout not in ("parsed", "expected"):
             raise ConfigurationError(f"score_readout must be 'parsed' or 'expected', got {self.score_readout!r}")
         if self.readout_top_logprobs < 1:
@@ -116,9 +135,15 @@ class JudgeConfig:
             raise ConfigurationError(f"readout_min_mass must be in [0, 1], got {self.readout_min_mass}")
         if self.max_response_tokens is not None and self.max_response_tokens < 1:
             raise ConfigurationError(f"max_response_tokens must be >= 1, got {self.max_response_tokens}")
-        # Validate the budgets and decoding values once, here, rather than at the first backend call.
-        self.criteria_sampling()
-        self.evaluation_sampling()
+        # Validate the budgets and decoding values once, here, rather than at the first backend call. SamplingParams
+        # says what is wrong with a plain ValueError; here it is a setting of this config, so a ConfigurationError.
+        try:
+            self.criteria_sampling()
+            self.evaluation_sampling()
+        except ConfigurationError:
+            raise
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
 
     def with_(self, **changes: Any) -> JudgeConfig:
         """A copy with some fields changed."""

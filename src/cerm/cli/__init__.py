@@ -3,10 +3,13 @@
 Exit codes (shared by every sub-command):
 
 * 0 - success (UNSCORABLE items are results, not failures, unless ``--strict`` is given);
-* 1 - an unexpected internal error (a bug: please report it);
-* 2 - bad usage or bad input (missing file, malformed JSON line, empty response list, ...);
+* 1 - an unexpected internal error (a bug: the traceback is logged; please report it);
+* 2 - bad usage or bad input (missing file, malformed JSON line, empty response list, bad setting, ...);
 * 3 - the model or backend could not be loaded (not found, missing optional dependency);
-* 4 - ``--strict`` was given and some items were UNSCORABLE.
+* 4 - ``--strict`` was given and some items were UNSCORABLE;
+* 5 - some items ERRORED: a generation failed (server outage, exhausted retries, out of memory), so they got no
+  judgment at all. Their results are still written (status "error"); rerun them. Independent of ``--strict``, and
+  it takes precedence over 4.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ EXIT_INTERNAL = 1
 EXIT_USAGE = 2
 EXIT_MODEL = 3
 EXIT_UNSCORABLE = 4
+EXIT_ERRORED = 5
 
 # Sub-command modules, imported when the parser is built. Each defines ``register(subparsers)`` and sets
 # ``func`` on its parser; heavy imports stay inside the handlers so ``cerm --help`` is instant.
@@ -69,12 +73,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ModelNotFoundError, BackendUnavailableError) as exc:
         print(f"cerm {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_MODEL
-    except (ConfigurationError, ValueError, TypeError) as exc:
+    except ConfigurationError as exc:  # settings that cannot work together: the user's input
         print(f"cerm {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"cerm {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # anything else is a bug in cerm (bad input is caught above as InputError)
+        logging.getLogger("cerm").exception("cerm %s: internal error", args.command)
+        print(
+            f"cerm {args.command}: internal error: {type(exc).__name__}: {exc} (a bug in cerm; please report it with "
+            "the traceback above)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":  # pragma: no cover

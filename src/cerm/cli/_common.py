@@ -3,21 +3,40 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import inspect
 import json
+import logging
 import sys
-from collections.abc import Iterator, Sequence
+import types
+import typing
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 from cerm._config import JudgeConfig
 from cerm._jsonl import iter_json_lines
 from cerm._judge import Judge
 from cerm._types import Judgment
-from cerm.cli import InputError
+from cerm.backends import backend_class
+from cerm.cli import EXIT_ERRORED, EXIT_OK, EXIT_UNSCORABLE, InputError
+
+logger = logging.getLogger("cerm")
 
 
-def add_judge_options(parser: argparse.ArgumentParser) -> None:
+def add_judge_options(
+    parser: argparse.ArgumentParser,
+    *,
+    config_class: type[JudgeConfig] = JudgeConfig,
+    flags: Mapping[str, Sequence[str]] | None = None,
+) -> None:
+    """The judge's options: model and backend, then one option per :class:`~cerm.JudgeConfig` field, generated from
+    the dataclass (name, type, choices, default, help), so a new config field is on the command line by itself.
+
+    ``flags`` renames a field's options (``{"seed": ["--judge-seed"]}``) for a sub-command that uses the field's usual
+    spelling for something else; the value still lands in ``args.<field name>``, which :func:`config_from_args` reads.
+    """
     group = parser.add_argument_group("judge")
     group.add_argument(
         "--model",
@@ -34,41 +53,54 @@ def add_judge_options(parser: argparse.ArgumentParser) -> None:
         help="extra backend setting, repeatable (e.g. device=cpu, dtype=bfloat16, batch_size=16); "
         "values are parsed as JSON when possible",
     )
-    group.add_argument("-k", type=int, default=1, help="test-time scaling: number of chains (default 1)")
     group.add_argument(
-        "--scaling",
-        choices=["chains", "evaluations", "grid"],
-        default="chains",
-        help="test-time scaling mode when k > 1 (default: chains)",
-    )
-    group.add_argument(
-        "--max-new-tokens", type=int, default=None, help="token budget of both turns (overrides the two options below)"
-    )
-    group.add_argument("--criteria-max-new-tokens", type=int, default=1024)
-    group.add_argument("--evaluation-max-new-tokens", type=int, default=2048)
-    group.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    group.add_argument("--seed", type=int, default=None)
-    group.add_argument(
-        "--overlong",
-        choices=["truncate", "unscorable"],
-        default="truncate",
-        help="what to do with responses longer than the model context",
-    )
-    group.add_argument(
-        "--score-readout",
-        choices=["parsed", "expected"],
-        default="parsed",
-        help="'expected': the expected score from the score tokens' probabilities (fewer ties; needs logprobs)",
-    )
-    group.add_argument(
-        "--forced-readout",
-        action="store_true",
-        help="read a score after an explicit overall-score prefix where the judge did not close the format "
-        "(marked as forced in the output)",
+        "--max-new-tokens",
+        type=int,
+        default=None,
+        metavar="N",
+        help="token budget of both turns (overrides --criteria-max-new-tokens and --evaluation-max-new-tokens)",
     )
     group.add_argument(
         "--criteria-cache", metavar="FILE", default=None, help="SQLite criteria cache file (reused across runs)"
     )
+    renamed = dict(flags or {})
+    hints = typing.get_type_hints(config_class)
+    for spec in dataclasses.fields(config_class):
+        option = _config_option(spec, hints[spec.name], renamed.pop(spec.name, None))
+        if option is None:
+            logger.debug("JudgeConfig.%s has a type the command line cannot express; not an option", spec.name)
+            continue
+        names, settings = option
+        group.add_argument(*names, dest=spec.name, **settings)
+    if renamed:
+        raise ValueError(f"flags names fields {sorted(renamed)} that {config_class.__name__} does not have")
+    parser.set_defaults(_judge_config_class=config_class)
+
+
+def _config_option(
+    spec: dataclasses.Field[Any], hint: Any, names: Sequence[str] | None
+) -> tuple[list[str], dict[str, Any]] | None:
+    """argparse settings for one config field: its flags and keyword arguments, or None for an unsupported type."""
+    default = spec.default if spec.default is not dataclasses.MISSING else None
+    names = list(names) if names else [*spec.metadata.get("flags", ()), "--" + spec.name.replace("_", "-")]
+    help_text = str(spec.metadata.get("help") or f"JudgeConfig.{spec.name}")
+    shown = "none" if default is None else default
+    # X | None: the option takes an X, and leaving it out keeps None.
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    base = args[0] if typing.get_origin(hint) in (types.UnionType, typing.Union) and len(args) == 1 else hint
+    if typing.get_origin(base) is Literal:
+        choices = list(typing.get_args(base))
+        return names, {"choices": choices, "default": default, "help": f"{help_text} (default: {shown})"}
+    if base is bool:
+        return names, {
+            "action": argparse.BooleanOptionalAction,
+            "default": default,
+            "help": f"{help_text} (default: {'on' if default else 'off'})",
+        }
+    if base in (int, float, str):
+        metavar = {int: "N", float: "X", str: "TEXT"}[base]
+        return names, {"type": base, "default": default, "metavar": metavar, "help": f"{help_text} (default: {shown})"}
+    return None
 
 
 def _parse_backend_args(pairs: Sequence[str]) -> dict[str, Any]:
@@ -85,26 +117,35 @@ def _parse_backend_args(pairs: Sequence[str]) -> dict[str, Any]:
 
 
 def config_from_args(args: argparse.Namespace) -> JudgeConfig:
-    crit, evals = args.criteria_max_new_tokens, args.evaluation_max_new_tokens
-    if args.max_new_tokens is not None:
-        crit = evals = args.max_new_tokens
-    return JudgeConfig(
-        criteria_max_new_tokens=crit,
-        evaluation_max_new_tokens=evals,
-        temperature=args.temperature,
-        k=args.k,
-        scaling=args.scaling,
-        seed=args.seed,
-        overlong=args.overlong,
-        score_readout=getattr(args, "score_readout", "parsed"),
-        forced_readout=getattr(args, "forced_readout", False),
-    )
+    """The :class:`~cerm.JudgeConfig` of the options :func:`add_judge_options` added (``--max-new-tokens`` sets both
+    turn budgets)."""
+    config_class: type[JudgeConfig] = getattr(args, "_judge_config_class", JudgeConfig)
+    values = {
+        spec.name: getattr(args, spec.name) for spec in dataclasses.fields(config_class) if hasattr(args, spec.name)
+    }
+    if getattr(args, "max_new_tokens", None) is not None:
+        values["criteria_max_new_tokens"] = values["evaluation_max_new_tokens"] = args.max_new_tokens
+    return config_class(**values)
 
 
 def judge_from_args(args: argparse.Namespace) -> Judge:
     config = config_from_args(args)  # validate settings before the (slow) model load
     cache = getattr(args, "criteria_cache", None)
-    return Judge(args.model, backend=args.backend, config=config, cache=cache, **_parse_backend_args(args.backend_arg))
+    settings = _parse_backend_args(args.backend_arg)
+    _check_backend_settings(args.backend, settings)
+    return Judge(args.model, backend=args.backend, config=config, cache=cache, **settings)
+
+
+def _check_backend_settings(name: str, settings: Mapping[str, Any]) -> None:
+    """A --backend-arg the backend does not take is the user's mistake (exit 2), told before the model loads; the
+    same TypeError from inside the backend would be a bug."""
+    parameters = inspect.signature(backend_class(name).__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    unknown = sorted(set(settings) - set(parameters) | ({"self", "model"} & set(settings)))
+    if unknown:
+        accepted = sorted(set(parameters) - {"self", "model"})
+        raise InputError(f"backend {name!r} has no setting {', '.join(unknown)}; it accepts {', '.join(accepted)}")
 
 
 def check_text(value: str, where: str) -> None:
@@ -185,7 +226,18 @@ def add_io_options(parser: argparse.ArgumentParser, batch_help: str) -> None:
     group.add_argument("--batch-size", type=int, default=16, help=batch_help)
     group.add_argument("--full", action="store_true", help="include raw criteria and evaluation texts in the output")
     group.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    group.add_argument("--strict", action="store_true", help="exit with code 4 if any item is UNSCORABLE")
+    group.add_argument(
+        "--strict", action="store_true", help="exit with code 4 if any item is UNSCORABLE (errors always exit 5)"
+    )
+
+
+def exit_code(*, errored: bool, unscorable: bool) -> int:
+    """5 when any item ERRORED (no judgment: rerun it), whatever --strict says; else 4 for UNSCORABLE items under
+    --strict (the caller passes ``unscorable`` only then); else 0."""
+    if errored:
+        logger.error("some items errored (a generation failed, no judgment): their status is 'error'; rerun them")
+        return EXIT_ERRORED
+    return EXIT_UNSCORABLE if unscorable else EXIT_OK
 
 
 def judgment_record(judgment: Judgment, full: bool) -> dict[str, Any]:

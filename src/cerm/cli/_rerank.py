@@ -6,11 +6,12 @@ import argparse
 from typing import Any
 
 from cerm._judge import _best_of_n
-from cerm.cli import EXIT_OK, EXIT_UNSCORABLE, InputError
+from cerm.cli import InputError
 from cerm.cli._common import (
     add_io_options,
     add_judge_options,
     chunks,
+    exit_code,
     judge_from_args,
     judgment_record,
     open_output,
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise InputError("--batch-size must be >= 1")
     rows = read_jsonl(args.input, "candidates", aliases=("responses",))
-    no_winner = False
+    no_winner = any_errored = False
     with judge_from_args(args) as judge, open_output(args.output) as out:
         bar = progress(len(rows), args.no_progress or len(rows) == 1, "query")
         for span in chunks(len(rows), args.batch_size):
@@ -54,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
             for row, judgments in zip(batch, results, strict=True):
                 best = _best_of_n(row["candidates"], judgments)
                 no_winner |= best.best_index is None
+                any_errored |= any(j.errored for j in judgments)
                 write_json_line(
                     out,
                     {
@@ -68,4 +70,4 @@ def run(args: argparse.Namespace) -> int:
                 )
                 bar.update(1)
         bar.close()
-    return EXIT_UNSCORABLE if (args.strict and no_winner) else EXIT_OK
+    return exit_code(errored=any_errored, unscorable=args.strict and no_winner)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from cerm.cli import EXIT_OK, EXIT_UNSCORABLE, InputError
+from cerm.cli import InputError
 from cerm.cli._common import (
     add_io_options,
     add_judge_options,
     check_text,
     chunks,
+    exit_code,
     judge_from_args,
     judgment_record,
     open_output,
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise InputError("--batch-size must be >= 1")
     rows = _rows(args)
-    any_unscorable = False
+    any_unscorable = any_errored = False
     with judge_from_args(args) as judge, open_output(args.output) as out:
         bar = progress(sum(len(r["responses"]) for r in rows), args.no_progress or len(rows) == 1, "response")
         for span in chunks(len(rows), args.batch_size):
@@ -70,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
             results = judge.judge_batch([(r["query"], r["responses"]) for r in batch])
             for row, judgments in zip(batch, results, strict=True):
                 any_unscorable |= any(not j.scorable for j in judgments)
+                any_errored |= any(j.errored for j in judgments)
                 record = {
                     **row,
                     "scores": [j.score for j in judgments],
@@ -78,4 +80,4 @@ def run(args: argparse.Namespace) -> int:
                 write_json_line(out, record)
                 bar.update(len(judgments))
         bar.close()
-    return EXIT_UNSCORABLE if (args.strict and any_unscorable) else EXIT_OK
+    return exit_code(errored=any_errored, unscorable=args.strict and any_unscorable)

@@ -19,13 +19,14 @@ if TYPE_CHECKING:
     from cerm.integrations.openrlhf import RewardServer, create_app
     from cerm.integrations.selection import abest_of_n, best_of_n, best_of_n_batch, rerank, sample_candidates
     from cerm.integrations.trl import AsyncCermRewardFunc, CermRewardFunc
-    from cerm.integrations.verl import VerlReward
+    from cerm.integrations.verl import JudgeUnavailableError, VerlReward
 
 _EXPORTS = {
     "Scale": "cerm.integrations._common",
     "CermRewardFunc": "cerm.integrations.trl",
     "AsyncCermRewardFunc": "cerm.integrations.trl",
     "VerlReward": "cerm.integrations.verl",
+    "JudgeUnavailableError": "cerm.integrations.verl",
     "create_app": "cerm.integrations.openrlhf",
     "RewardServer": "cerm.integrations.openrlhf",
     "best_of_n": "cerm.integrations.selection",
@@ -38,6 +39,7 @@ _EXPORTS = {
 __all__ = [
     "AsyncCermRewardFunc",
     "CermRewardFunc",
+    "JudgeUnavailableError",
     "RewardServer",
     "Scale",
     "VerlReward",

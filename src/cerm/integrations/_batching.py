@@ -6,6 +6,10 @@ the backend at batch size 1. The batcher waits a few milliseconds after the firs
 items are pending), merges everything that arrived, judges it with ONE :meth:`~cerm.Judge.ajudge_batch` (samples of
 the same prompt share one criteria set even across requests), and hands each request its own results. While a batch
 is being judged, new requests queue up and form the next batch, so batches grow with load.
+
+One request never fails another: if the merged judge call raises (it should not: callers validate each request with
+:func:`cerm.validate_item` first, and failed generations come back as ``Status.ERROR`` judgments, not exceptions), the
+batch is judged again request by request, so the exception reaches only the request it belongs to.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from dataclasses import dataclass, field
 
 from cerm._judge import Judge
 from cerm._ties import TieBreak
+from cerm._types import Judgment
 from cerm.integrations._common import Grouping, Outcome
 
 logger = logging.getLogger("cerm")
@@ -41,6 +46,9 @@ class BatchStats:
     requests: int = 0
     largest_batch: int = 0
     recent_sizes: deque[int] = field(default_factory=lambda: deque(maxlen=1024))  # items per batch, latest last
+    #: Items whose judgment was ERROR (a generation failed), and judge calls that raised.
+    errored_items: int = 0
+    failed_calls: int = 0
 
 
 class MicroBatcher:
@@ -123,32 +131,61 @@ class MicroBatcher:
             batch = [p for p in batch if not p.future.done()]  # the client went away (request cancelled)
             if not batch:
                 continue
-            pairs = [pair for pending in batch for pair in pending.pairs]
-            grouping = Grouping.build(pairs)
             try:
-                if not grouping.items:
-                    results = []
-                elif self.tie_break is None:
-                    results = await self.judge.ajudge_batch(grouping.items)
-                else:
-                    decided = await self.judge.adecide_batch(grouping.items, self.tie_break, scope="all")
-                    results = [judgments for judgments, _ in decided]
-            except Exception as exc:  # the whole judge call failed: every waiting request gets the error
-                logger.exception("judging a batch of %d items failed", len(pairs))
+                outcomes = await self._judge([pair for pending in batch for pair in pending.pairs])
+            except Exception as exc:
+                self.stats.failed_calls += 1
+                if len(batch) == 1:
+                    logger.exception("judging a request of %d items failed", len(batch[0].pairs))
+                    if not batch[0].future.done():
+                        batch[0].future.set_exception(exc)
+                    continue
+                logger.warning(
+                    "a merged judge call of %d requests raised (%s); judging them one by one", len(batch), exc
+                )
                 for pending in batch:
-                    if not pending.future.done():
-                        pending.future.set_exception(exc)
+                    await self._judge_alone(pending)
                 continue
-            outcomes = grouping.scatter(results)
-            self.stats.batches += 1
-            self.stats.items += len(pairs)
-            self.stats.requests += len(batch)
-            self.stats.largest_batch = max(self.stats.largest_batch, len(pairs))
-            self.stats.recent_sizes.append(len(pairs))
-            logger.debug("judged %d items from %d requests in one batch", len(pairs), len(batch))
+            self._record(batch, outcomes)
             start = 0
             for pending in batch:
                 end = start + len(pending.pairs)
                 if not pending.future.done():
                     pending.future.set_result(outcomes[start:end])
                 start = end
+
+    async def _judge(self, pairs: list[Pair]) -> list[Outcome]:
+        grouping = Grouping.build(pairs)
+        if not grouping.items:
+            results: list[list[Judgment]] = []
+        elif self.tie_break is None:
+            results = await self.judge.ajudge_batch(grouping.items)
+        else:
+            decided = await self.judge.adecide_batch(grouping.items, self.tie_break, scope="all")
+            results = [judgments for judgments, _ in decided]
+        return grouping.scatter(results)
+
+    async def _judge_alone(self, pending: _Pending) -> None:
+        if pending.future.done():
+            return
+        try:
+            outcomes = await self._judge(pending.pairs)
+        except Exception as exc:
+            self.stats.failed_calls += 1
+            logger.exception("judging a request of %d items failed", len(pending.pairs))
+            if not pending.future.done():
+                pending.future.set_exception(exc)
+            return
+        self._record([pending], outcomes)
+        if not pending.future.done():
+            pending.future.set_result(outcomes)
+
+    def _record(self, batch: list[_Pending], outcomes: list[Outcome]) -> None:
+        size = len(outcomes)
+        self.stats.batches += 1
+        self.stats.items += size
+        self.stats.requests += len(batch)
+        self.stats.largest_batch = max(self.stats.largest_batch, size)
+        self.stats.recent_sizes.append(size)
+        self.stats.errored_items += sum(1 for o in outcomes if isinstance(o, Judgment) and o.errored)
+        logger.debug("judged %d items from %d requests in one batch", size, len(batch))

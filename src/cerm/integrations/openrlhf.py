@@ -1,4 +1,7 @@
-"""OpenRLHF: an HTTP reward server speaking OpenRLHF's remote reward contract (``--remote_rm_url http://host:port/get_reward``).
+"""OpenRLHF: an HTTP reward server speaking OpenRLHF's remote reward contract.
+
+Point OpenRLHF at it with ``--reward.remote_url http://host:port/get_reward`` (OpenRLHF 0.11; older releases call
+the flag ``--remote_rm_url``).
 
 The contract, as OpenRLHF's trainer uses it:
 
@@ -20,15 +23,30 @@ UNSCORABLE samples: OpenRLHF needs a number for every sample, so the server answ
 value the operator MUST choose (no default), and says so per sample: ``extra_logs["cerm_scorable"]`` is 1.0 or 0.0 and
 the extra top-level field ``"cerm"`` lists ``{"status", "score", "reason"}`` per sample (OpenRLHF ignores it).
 
-Concurrent requests are merged by a :class:`~cerm.integrations._batching.MicroBatcher` into large judge calls.
-Malformed bodies get a 4xx answer with ``{"error": "..."}`` naming the problem; a failure of the judge itself is a 500
-for the requests of that batch only; the server keeps serving.
+ERROR samples (no judgment: the judge's generation failed, e.g. its server is down or out of memory) are never
+given a reward: the request answers HTTP 503 with ``{"error": "...", "cerm": [...]}`` naming the failed samples, so
+OpenRLHF's client retries it and, when the failure persists, stops the run loudly instead of training on an invented
+number. Only the requests that hold an errored sample fail; the others merged with them in a micro-batch are answered.
+
+Concurrent requests are merged by a :class:`~cerm.integrations._batching.MicroBatcher` into large judge calls. Every
+request is checked on its own before it joins a batch (:func:`cerm.validate_item`): malformed bodies and invalid text
+(a lone surrogate, a JSON body nested too deep) get a 4xx answer with ``{"error": "..."}`` naming the problem, and
+never reach the other requests. An exception from the judge itself fails only the requests it belongs to (the batch
+is split and retried per request) with a 500; the server keeps serving.
+
+Criteria are shared per prompt across requests: the server keeps a bounded in-memory criteria cache (unless the judge
+has its own), so the samples of one prompt get one criteria set even when they arrive apart in time, in different
+micro-batches.
+
+The server binds 127.0.0.1 by default. When it must be reachable beyond the host, set ``api_key`` (``--api-key`` or
+``CERM_SERVE_API_KEY``): every request then needs ``Authorization: Bearer <key>``, compared in constant time.
 
 Needs the ``serve`` extra: ``pip install 'ce-rm[serve]'`` (FastAPI + uvicorn).
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import math
@@ -40,9 +58,11 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
+from cerm._cache import MemoryCriteriaCache
 from cerm._errors import BackendUnavailableError
-from cerm._judge import Judge
+from cerm._judge import Judge, validate_item
 from cerm._ties import TieBreak
+from cerm._types import Judgment
 from cerm.integrations._batching import MicroBatcher, Pair
 from cerm.integrations._common import (
     Outcome,
@@ -65,6 +85,8 @@ __all__ = ["DEFAULT_END_MARKERS", "RewardServer", "create_app", "openrlhf_query"
 DEFAULT_END_MARKERS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end_of_text|>", "<|end|>", "</s>", "<eos>")
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 DEFAULT_MAX_ITEMS_PER_REQUEST = 4096
+#: Criteria sets kept by the server's own cache (one per prompt and criteria sample; least recently used evicted).
+DEFAULT_CRITERIA_CACHE_SIZE = 65536
 
 _CHATML_USER = re.compile(r"<\|im_start\|>user\s*\n(.*?)(?:<\|im_end\|>|$)", re.DOTALL)
 _LLAMA3_USER = re.compile(r"<\|start_header_id\|>user<\|end_header_id\|>\s*(.*?)(?:<\|eot_id\|>|$)", re.DOTALL)
@@ -142,6 +164,8 @@ def create_app(
     max_items_per_request: int = DEFAULT_MAX_ITEMS_PER_REQUEST,
     query_fn: Callable[[str], str] = openrlhf_query,
     end_markers: Sequence[str] = DEFAULT_END_MARKERS,
+    criteria_cache_size: int = DEFAULT_CRITERIA_CACHE_SIZE,
+    api_key: str | None = None,
     tie_break: TieBreak | None = None,
 ) -> FastAPI:
     """The FastAPI application of the reward server (routes ``POST /get_reward`` and ``GET /health``).
@@ -158,6 +182,12 @@ def create_app(
         max_items_per_request: more samples in one request is a 413.
         query_fn: prompt text -> the judge's query (default :func:`openrlhf_query`).
         end_markers: markers stripped from the end of a response.
+        criteria_cache_size: when the judge has no criteria cache, the server judges through one of its own, a
+            :class:`~cerm.MemoryCriteriaCache` of this many entries, so the samples of one prompt share one criteria
+            set however they arrive; 0 turns it off. The judge's own cache (``Judge(..., cache=...)``) is used as is.
+            Keyed by the query and the judge's settings; sampled criteria (k > 1 or temperature > 0) are then frozen
+            per prompt for the server's lifetime, which is what a GRPO group needs.
+        api_key: when set, every request must carry ``Authorization: Bearer <api_key>`` (401 otherwise).
         tie_break: a :class:`~cerm.TieBreak` (off by default): tied samples of one prompt within a micro-batch get
             more chains, so a group with identical rewards gets a chance to separate (cost: see
             :class:`~cerm.integrations.CermRewardFunc`; only samples judged in the same batch are compared).
@@ -169,8 +199,16 @@ def create_app(
         raise ValueError("unscorable_reward must be a finite number")
     if max_body_bytes < 1 or max_items_per_request < 1:
         raise ValueError("max_body_bytes and max_items_per_request must be >= 1")
+    if criteria_cache_size < 0:
+        raise ValueError(f"criteria_cache_size must be >= 0, got {criteria_cache_size}")
+    if api_key is not None and not api_key:
+        raise ValueError("api_key must not be empty (None turns authentication off)")
     reward_scale = as_scale(scale)
+    if judge.cache is None and criteria_cache_size:
+        # The caller's judge stays as it is: the server judges through a Judge on the same backend and config.
+        judge = Judge(judge.backend, config=judge.config, cache=MemoryCriteriaCache(criteria_cache_size))
     batcher = MicroBatcher(judge, max_batch_items=max_batch_items, max_wait_s=max_wait_ms / 1000.0, tie_break=tie_break)
+    expected_auth = None if api_key is None else f"Bearer {api_key}".encode()
 
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
@@ -207,6 +245,8 @@ def create_app(
             body = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise _BadRequest(400, f"request body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise _BadRequest(400, "request body is nested too deeply to be a reward request") from None
         if not isinstance(body, dict):
             raise _BadRequest(422, f"request body must be a JSON object, got {type(body).__name__}")
         return body
@@ -227,7 +267,7 @@ def create_app(
         if len(queries) > max_items_per_request:
             raise _BadRequest(413, f"{len(queries)} samples in one request exceed the limit of {max_items_per_request}")
         pairs: list[Pair] = []
-        for text, prompt in zip(queries, prompts, strict=True):
+        for i, (text, prompt) in enumerate(zip(queries, prompts, strict=True)):
             response, reason = split_sample(text, prompt, end_markers)
             if response is None:
                 pairs.append((None, "", reason))
@@ -240,20 +280,53 @@ def create_app(
             if not isinstance(judge_query, str) or not judge_query.strip():
                 pairs.append((None, "", "the judge's query (derived from the prompt) is empty"))
                 continue
+            try:
+                # The judge's own input check, per request: an item it would refuse must fail this request alone,
+                # never the micro-batch it would have joined.
+                validate_item(judge_query, [response])
+            except (TypeError, ValueError) as exc:
+                raise _BadRequest(400, f"sample {i}: {exc}") from None
             pairs.append((judge_query, response, None))
         return pairs
 
-    def answer(outcomes: list[Outcome]) -> dict[str, Any]:
-        rewards, scorable, details = [], [], []
+    def authorized(request: Any) -> bool:
+        if expected_auth is None:
+            return True
+        given = request.headers.get("authorization", "").encode("utf-8", "surrogateescape")
+        return hmac.compare_digest(given, expected_auth)
+
+    def answer(outcomes: list[Outcome]) -> Any:
+        details = [
+            {"status": outcome_status(o), "score": outcome_score(o), "reason": outcome_reason(o)} for o in outcomes
+        ]
+        errored = [i for i, o in enumerate(outcomes) if isinstance(o, Judgment) and o.errored]
+        if errored:
+            # No judgment, so no reward: a 5xx makes OpenRLHF's client retry, and stop the run if it persists.
+            first = outcomes[errored[0]].reason
+            message = (
+                f"judging failed for {len(errored)} of {len(outcomes)} samples (no judgment; retry the request): "
+                f"sample {errored[0]}: {first}"
+            )
+            logger.warning("answering 503: %s", message)
+            return JSONResponse({"error": message, "cerm": details}, status_code=503)
+        rewards, scorable = [], []
         for outcome in outcomes:
             score = outcome_score(outcome)
             value = scaled(score, reward_scale)
             rewards.append(unscorable_reward if value is None else value)
             scorable.append(0.0 if score is None else 1.0)
-            details.append({"status": outcome_status(outcome), "score": score, "reason": outcome_reason(outcome)})
         return {"rewards": rewards, "scores": list(rewards), "extra_logs": {"cerm_scorable": scorable}, "cerm": details}
 
+    def unauthorized() -> Any:
+        return JSONResponse(
+            {"error": "missing or wrong API key: send 'Authorization: Bearer <key>'"},
+            status_code=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
     async def get_reward(request: Any) -> Any:
+        if not authorized(request):
+            return unauthorized()
         try:
             pairs = parse(await read_body(request))
         except _BadRequest as bad:
@@ -267,8 +340,11 @@ def create_app(
             return error(500, f"judging failed: {type(exc).__name__}: {exc}")
         return answer(outcomes)
 
-    async def health() -> dict[str, Any]:
+    async def health(request: Any) -> Any:
+        if not authorized(request):
+            return unauthorized()
         stats = batcher.stats
+        cache = judge.cache
         return {
             "status": "ok",
             "model": judge.backend.model_id,
@@ -277,11 +353,16 @@ def create_app(
             "items": stats.items,
             "requests": stats.requests,
             "largest_batch": stats.largest_batch,
+            "errored_items": stats.errored_items,
+            "criteria_cache": None
+            if cache is None
+            else {"entries": len(cache), "hits": cache.hits, "misses": cache.misses},
         }
 
     # FastAPI reads parameter annotations to decide what to inject; this module postpones annotations (they are
     # strings), and fastapi is imported lazily, so the Request annotation is set to the real class here.
     get_reward.__annotations__["request"] = fastapi.Request
+    health.__annotations__["request"] = fastapi.Request
     app.add_api_route("/get_reward", get_reward, methods=["POST"])
     app.add_api_route("/health", health, methods=["GET"])
     return app  # type: ignore[no-any-return]

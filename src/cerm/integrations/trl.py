@@ -4,8 +4,10 @@ TRL (1.16) calls a reward function as ``fn(prompts=..., completions=..., complet
 the extra dataset columns plus ``trainer_state``, ``log_extra`` and ``log_metric``. Prompts and completions are strings
 (standard data) or lists of chat messages (conversational data). The function returns one float per completion, or
 None where it has no reward: TRL turns None into NaN and leaves it out of the group's mean and std, which is exactly
-what an UNSCORABLE judgment should do. A function whose ``__call__`` is ``async`` is awaited by TRL, concurrently
-with other async reward functions.
+what an UNSCORABLE judgment should do. An ERROR judgment (the judge's generation failed: no judgment at all) is also
+None, and counted apart: ``<name>/error_fraction`` beside ``<name>/unscorable_fraction``, and a warning in the log, so
+an outage of the judge is visible in the training metrics instead of passing for the judge's verdict. A function
+whose ``__call__`` is ``async`` is awaited by TRL, concurrently with other async reward functions.
 
 Nothing here imports TRL: the reward functions are plain callables, so this module loads without it.
 
@@ -96,14 +98,28 @@ class _RewardFuncBase:
     def _rewards(self, outcomes: list[Outcome], kwargs: dict[str, Any]) -> list[float | None]:
         self.last_judgments = [o if isinstance(o, Judgment) else None for o in outcomes]
         rewards = [scaled(outcome_score(o), self.scale) for o in outcomes]
-        unscorable = sum(r is None for r in rewards)
+        failed = [o for o in outcomes if isinstance(o, Judgment) and o.errored]
+        unscorable = sum(r is None for r in rewards) - len(failed)
+        if failed:
+            reasons = dict.fromkeys(o.reason for o in failed)
+            logger.warning(
+                "%d of %d completions got no judgment (the judge's generation failed; reward None): %s",
+                len(failed),
+                len(rewards),
+                "; ".join(map(str, reasons)),
+            )
         if unscorable:
-            reasons = dict.fromkeys(outcome_reason(o) for o in outcomes if outcome_score(o) is None)
+            reasons = dict.fromkeys(
+                outcome_reason(o)
+                for o in outcomes
+                if outcome_score(o) is None and not (isinstance(o, Judgment) and o.errored)
+            )
             logger.info("%d of %d completions unscorable: %s", unscorable, len(rewards), "; ".join(map(str, reasons)))
         if self.log and outcomes:
             log_metric = kwargs.get("log_metric")
             if callable(log_metric):
                 log_metric(f"{self.__name__}/unscorable_fraction", unscorable / len(rewards))
+                log_metric(f"{self.__name__}/error_fraction", len(failed) / len(rewards))
             log_extra = kwargs.get("log_extra")
             if callable(log_extra):
                 log_extra(f"{self.__name__}_reason", [outcome_reason(o) or "" for o in outcomes])
@@ -124,8 +140,9 @@ class CermRewardFunc(_RewardFuncBase):
             user message (the system prompt and earlier turns are not shown to the judge).
         response_fn: completion -> the response text. Default: the text, or the last assistant message's content.
         name: the reward's name in TRL's logs (``rewards/<name>/mean``).
-        log: report ``<name>/unscorable_fraction`` through TRL's ``log_metric`` and each completion's UNSCORABLE reason
-            through ``log_extra`` (column ``<name>_reason``) when TRL passes those hooks.
+        log: report ``<name>/unscorable_fraction`` and ``<name>/error_fraction`` (failed generations, no judgment)
+            through TRL's ``log_metric`` and each completion's reason through ``log_extra`` (column ``<name>_reason``)
+            when TRL passes those hooks.
         tie_break: a :class:`~cerm.TieBreak` (off by default): completions of one prompt whose scores tie (within its
             margin) get more chains, in rounds, so that a GRPO group with identical rewards (zero advantage, no
             learning signal) gets a chance to separate; a tied completion's reward is then the mean over its chains.
@@ -134,8 +151,8 @@ class CermRewardFunc(_RewardFuncBase):
             costs up to ``max_chains`` times the plain ``1 + G`` generations. Logged as
             ``<name>/tie_break_chains_per_completion``.
 
-    Returns (per call): one float per completion, or None where the judgment is UNSCORABLE (TRL leaves it out of the
-    group baseline). ``last_judgments`` keeps the full judgments of the last call.
+    Returns (per call): one float per completion, or None where the judgment is UNSCORABLE or ERROR (TRL leaves it out
+    of the group baseline). ``last_judgments`` keeps the full judgments of the last call.
     """
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float | None]:

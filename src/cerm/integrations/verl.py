@@ -17,6 +17,11 @@ veRL gives the function the decoded response only, not the prompt, so the judge'
 veRL writes the returned value into its reward tensor, so it needs a number for EVERY response, including the ones the
 judge could not score. cerm does not invent that number: ``unscorable_score`` is a required argument and the returned
 dict says which responses got it (``scorable`` False, ``reason`` set); veRL logs the extra keys per response.
+
+A response whose judgment ERRORED (the judge's generation failed: outage, exhausted retries, out of memory) has no
+judgment at all, so by default the call raises :class:`JudgeUnavailableError` (veRL's reward step then fails loudly
+rather than training on an invented reward). ``error_score`` is the explicit opt-in fallback: such responses get that
+value with ``scorable`` False, ``errored`` True and the reason.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from cerm._judge import Judge
+from cerm._types import Judgment
 from cerm.integrations._common import (
     Grouping,
     Outcome,
@@ -40,7 +46,13 @@ from cerm.integrations._common import (
 
 logger = logging.getLogger("cerm")
 
-__all__ = ["VerlReward"]
+__all__ = ["JudgeUnavailableError", "VerlReward"]
+
+
+class JudgeUnavailableError(RuntimeError):
+    """Some responses got no judgment because the judge's generation failed (``Status.ERROR``); the message names how
+    many and the first reason. Pass ``error_score=`` to :class:`VerlReward` to give them a fallback reward instead."""
+
 
 #: Where the query is looked for in ``extra_info``, in order (the first present key wins).
 DEFAULT_QUERY_KEYS = ("question", "query", "prompt")
@@ -61,8 +73,11 @@ class VerlReward:
             last user message.
         query_fn: ``(data_source, ground_truth, extra_info) -> query`` to take the query from elsewhere (overrides
             ``query_keys``).
-        return_dict: return ``{"score", "scorable", "reason"}`` (veRL uses ``score`` as the reward and logs the rest)
-            rather than a bare float.
+        return_dict: return ``{"score", "scorable", "errored", "reason"}`` (veRL uses ``score`` as the reward and logs
+            the rest) rather than a bare float.
+        error_score: the reward of a response whose judgment ERRORED (no judgment: the judge's generation failed).
+            None (default): such a call raises :class:`JudgeUnavailableError`. A number is an explicit fallback, in
+            the reward's units; those responses are flagged ``scorable`` False, ``errored`` True, with the reason.
 
     A response whose query cannot be found is a configuration problem (the dataset lacks the field): that raises
     ``ValueError`` naming the keys tried, rather than training on a fallback reward.
@@ -78,6 +93,7 @@ class VerlReward:
         query_fn: Callable[[Any, Any, Any], str] | None = None,
         return_dict: bool = True,
         name: str = "cerm",
+        error_score: float | None = None,
     ) -> None:
         if isinstance(unscorable_score, bool) or not isinstance(unscorable_score, int | float):
             raise TypeError("unscorable_score must be a number: the reward veRL gets for an UNSCORABLE response")
@@ -87,6 +103,9 @@ class VerlReward:
         self._factory = None if isinstance(judge, Judge) else judge
         self._lock = threading.Lock()
         self.unscorable_score = float(unscorable_score)
+        if error_score is not None and (isinstance(error_score, bool) or not isinstance(error_score, int | float)):
+            raise TypeError("error_score must be a number or None (None: raise when the judge's generation fails)")
+        self.error_score = None if error_score is None else float(error_score)
         self.scale = as_scale(scale)
         self.query_keys = tuple(query_keys)
         self.query_fn = query_fn
@@ -135,7 +154,7 @@ class VerlReward:
         """A batch of responses (veRL's ``batch`` manager): one ``judge_batch`` for all of them, grouped by query."""
         grouping = self._group(data_sources, solution_strs, ground_truths, extra_infos)
         results = self.judge.judge_batch(grouping.items) if grouping.items else []
-        return [self._result(o) for o in grouping.scatter(results)]
+        return self._results(grouping.scatter(results))
 
     async def acompute_score(
         self,
@@ -158,7 +177,7 @@ class VerlReward:
     ) -> list[dict[str, Any] | float]:
         grouping = self._group(data_sources, solution_strs, ground_truths, extra_infos)
         results = await self.judge.ajudge_batch(grouping.items) if grouping.items else []
-        return [self._result(o) for o in grouping.scatter(results)]
+        return self._results(grouping.scatter(results))
 
     # -- helpers --------------------------------------------------------------------------------------------------
     def _group(
@@ -198,10 +217,34 @@ class VerlReward:
             raise ValueError(f"the judge's query must be a non-empty string, got {query!r}")
         return query
 
+    def _results(self, outcomes: list[Outcome]) -> list[dict[str, Any] | float]:
+        failed = [o for o in outcomes if isinstance(o, Judgment) and o.errored]
+        if failed:
+            message = (
+                f"{len(failed)} of {len(outcomes)} responses got no judgment because the judge's generation failed "
+                f"(first: {failed[0].reason})"
+            )
+            if self.error_score is None:
+                raise JudgeUnavailableError(f"{message}; pass error_score= to VerlReward to use a fallback reward")
+            logger.warning("%s; they get error_score=%s", message, self.error_score)
+        return [self._result(o) for o in outcomes]
+
     def _result(self, outcome: Outcome) -> dict[str, Any] | float:
         score = scaled(outcome_score(outcome), self.scale)
-        reward = self.unscorable_score if score is None else score
+        errored = isinstance(outcome, Judgment) and outcome.errored
+        if score is not None:
+            reward = score
+        elif errored:
+            assert self.error_score is not None  # _results raised otherwise
+            reward = self.error_score
+        else:
+            reward = self.unscorable_score
         if not self.return_dict:
             return reward
         # Every dict has the same keys and types (veRL stacks them per key); ``reason`` is "" when scored.
-        return {"score": reward, "scorable": score is not None, "reason": outcome_reason(outcome) or ""}
+        return {
+            "score": reward,
+            "scorable": score is not None,
+            "errored": errored,
+            "reason": outcome_reason(outcome) or "",
+        }
