@@ -435,3 +435,18 @@ def test_reward_server_batcher_breaks_ties_within_a_batch() -> None:
     assert asyncio.run(serve(TieBreak(max_chains=2))) == [6.0, 4.0, 9.0]
     with pytest.raises(TypeError, match="TieBreak"):
         MicroBatcher(Judge(_scripted(greedy)), tie_break=2)  # type: ignore[arg-type]
+
+
+def test_rerank_helper_takes_a_tie_break() -> None:
+    from cerm.integrations import rerank
+
+    backend = _scripted({"a": 8, "b": 8, "c": 9}, {"a": lambda _c, _r: 6, "b": lambda _c, _r: 9})
+    judge = Judge(backend, config=JudgeConfig(seed=0))
+    first, second = rerank(judge, [("q1", ["a", "b"]), ("q2", ["c", "a"])], tie_break=TieBreak())
+    assert first.best_index == 1  # b wins its tie with a after one round
+    assert first.tie_break is not None
+    assert first.tie_break.rounds == 1
+    assert second.best_index == 0
+    assert second.tie_break is not None
+    assert second.tie_break.stopped == "no tie"
+    assert [r.index for r in first.ranking] == [1, 0]
