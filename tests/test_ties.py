@@ -450,3 +450,19 @@ def test_rerank_helper_takes_a_tie_break() -> None:
     assert second.tie_break is not None
     assert second.tie_break.stopped == "no tie"
     assert [r.index for r in first.ranking] == [1, 0]
+
+
+def test_margin_puts_near_ties_in_contention_and_the_leader_must_clear_it() -> None:
+    backend = _scripted({"a": 8, "b": 7.5, "c": 5}, {"a": lambda _c, _r: 6, "b": lambda _c, _r: 9})
+    best = Judge(backend, config=JudgeConfig(seed=0)).best_of_n("q", ["a", "b", "c"], tie_break=TieBreak(margin=1.0))
+    report = best.tie_break
+    assert report is not None
+    assert [c.group for c in report.candidates] == [0, 0, None]  # 7.5 is within 1 of 8; 5 is not
+    assert _evaluated(backend, 3) == ["a", "b"]
+    # After one round: a 7.0, b 8.25: b leads by more than the margin, so a leaves contention and b wins.
+    assert report.rounds == 1
+    assert best.best_index == 1
+    assert report.order == (1, 0, 2)
+    # Without the margin, 8 beats 7.5 outright: no tie, no round.
+    plain = Judge(_scripted({"a": 8, "b": 7.5, "c": 5}), config=JudgeConfig(seed=0))
+    assert plain.best_of_n("q", ["a", "b", "c"], tie_break=TieBreak()).best_index == 0
