@@ -39,7 +39,8 @@ def main() -> int:
         max_concurrency=16,  # requests in flight at once
         max_attempts=4,  # retries on 429 / 5xx / timeouts / dropped connections
         timeout=300,
-        # extra_body={"chat_template_kwargs": {"enable_thinking": False}},  # e.g. for a Qwen3 model on vLLM
+        # chat_template_kwargs={"enable_thinking": False} is sent by default (vLLM, SGLang read it; a server that
+        # refuses the field gets requests without it); send_template_kwargs=False never sends it.
     )
     config = JudgeConfig(criteria_max_new_tokens=max_new_tokens, evaluation_max_new_tokens=max_new_tokens)
     query = "What is the capital of France?"

@@ -68,6 +68,9 @@ class FaultServer:
     (a threading.Event) holds every request until the test sets it. A request still held after ``hold_timeout_s``
     (a safety net against a hung test, never a performance bound) answers 500 "held too long" and is counted in
     ``held_too_long``. ``arrived`` is set when the first request arrives.
+
+    ``reject_fields`` names request fields the server refuses with HTTP 400, as OpenAI's own API does with fields it
+    does not define.
     """
 
     schedule: dict[str, list[str]] = field(default_factory=dict)
@@ -75,6 +78,7 @@ class FaultServer:
     hang_s: float = 30.0
     ignore_n: bool = False
     latency_s: float = 0.0
+    reject_fields: frozenset[str] = frozenset()
     seen: list[Seen] = field(default_factory=list)
     in_flight: int = 0
     max_in_flight: int = 0
@@ -105,7 +109,8 @@ class FaultServer:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
-        action = self._action(body)
+        refused = sorted(self.reject_fields & body.keys())
+        action = f"reject {refused[0]}" if refused else self._action(body)
         headers = {k.lower(): v for k, v in request.headers.items()}
         arrival = len(self.seen)
         self.seen.append(Seen(time.monotonic(), body, action, headers, request.path, dict(request.query)))
@@ -143,6 +148,9 @@ class FaultServer:
         return True
 
     async def _answer(self, request: web.Request, body: dict[str, Any], action: str) -> web.StreamResponse:
+        if action.startswith("reject "):
+            message = f"Unrecognized request argument supplied: {action.removeprefix('reject ')}"
+            return web.json_response({"error": {"message": message, "type": "invalid_request_error"}}, status=400)
         if action == "ok":
             return web.json_response(self._completion(body))
         if action == "429":

@@ -14,8 +14,10 @@ from cerm._config import JudgeConfig
 from cerm._embedded import DEMO_MODEL, RECOMMENDED_MODEL
 from cerm._errors import BackendUnavailableError, CermError, ConfigurationError, ModelNotFoundError
 from cerm._judge import Judge, validate_item
+from cerm._ties import TieBreak
 from cerm._types import (
     BestOfN,
+    CandidateSamples,
     Chain,
     Comparison,
     Criteria,
@@ -29,6 +31,7 @@ from cerm._types import (
     ScoreReadout,
     ScoreSource,
     Status,
+    TieBreakReport,
     Usage,
 )
 from cerm._version import __version__
@@ -40,6 +43,7 @@ __all__ = [
     "Backend",
     "BackendUnavailableError",
     "BestOfN",
+    "CandidateSamples",
     "CermError",
     "Chain",
     "Comparison",
@@ -64,6 +68,8 @@ __all__ = [
     "ScoreReadout",
     "ScoreSource",
     "Status",
+    "TieBreak",
+    "TieBreakReport",
     "Usage",
     "__version__",
     "create_backend",

@@ -34,6 +34,13 @@ class JudgeConfig:
     * ``"evaluations"``: one criteria set (decoded with ``temperature``), k sampled evaluations per response;
     * ``"grid"``: k criteria sets x k sampled evaluations per response.
 
+    The two stage counts can also be set on their own (the training recipe's nc x ne shape): ``criteria_samples``
+    criteria sets per query and ``evaluation_samples`` evaluations of each response under each set, so a response
+    gets ``criteria_samples * evaluation_samples`` chains. Left at None (default), each comes from ``k`` and
+    ``scaling`` as above (``criteria_sets`` and ``evaluations_per_set`` give the counts in force); ``k=4`` is
+    ``criteria_samples=4`` and ``k=4, scaling="grid"`` is ``criteria_samples=4, evaluation_samples=4``. Setting a
+    count that ``k`` > 1 also sets, to a different value, is refused.
+
     Sampled turns use ``scaling_temperature`` when ``temperature`` is 0. The judgment's score is the mean over the
     scorable chains, ``spread`` their standard deviation; a response is UNSCORABLE only if no chain scored it.
 
@@ -85,6 +92,12 @@ class JudgeConfig:
     readout_min_mass: float = _setting(
         0.5, "a readout whose valid score tokens hold less probability than this is not trusted"
     )
+    criteria_samples: int | None = _setting(
+        None, "criteria sets sampled per query (the recipe's nc); none: from -k and --scaling"
+    )
+    evaluation_samples: int | None = _setting(
+        None, "evaluations of each response under each criteria set (the recipe's ne); none: from -k and --scaling"
+    )
 
     def __post_init__(self) -> None:
         if self.k < 1:
@@ -93,8 +106,27 @@ class JudgeConfig:
             raise ConfigurationError(f"scaling must be 'chains', 'evaluations' or 'grid', got {self.scaling!r}")
         if self.overlong not in ("truncate", "unscorable"):
             raise ConfigurationError(f"overlong must be 'truncate' or 'unscorable', got {self.overlong!r}")
-        if self.k > 1 and self.temperature == 0 and self.scaling_temperature <= 0:
-            raise ConfigurationError("k > 1 needs sampling: set temperature or scaling_temperature above 0")
+        for name in ("criteria_samples", "evaluation_samples"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ConfigurationError(f"{name} must be an int >= 1 or None, got {value!r}")
+        from_k = {"criteria_samples": self._k_criteria, "evaluation_samples": self._k_evaluations}
+        for name, implied in from_k.items():
+            value = getattr(self, name)
+            if value is not None and implied > 1 and value != implied:
+                raise ConfigurationError(
+                    f"k={self.k} with scaling={self.scaling!r} sets {name}={implied}, but {name}={value} was given: "
+                    f"set the stage counts or k, not both"
+                )
+        if (
+            self.criteria_sets * self.evaluations_per_set > 1
+            and self.temperature == 0
+            and self.scaling_temperature <= 0
+        ):
+            raise ConfigurationError(
+                "k > 1 needs sampling (so do criteria_samples or evaluation_samples > 1): set temperature or "
+                "scaling_temperature above 0"
+            )
         if self.score_readout not in ("parsed", "expected"):
             raise ConfigurationError(f"score_readout must be 'parsed' or 'expected', got {self.score_readout!r}")
         if self.readout_top_logprobs < 1:
@@ -118,12 +150,26 @@ class JudgeConfig:
         return replace(self, **changes)
 
     @property
-    def criteria_samples(self) -> int:
+    def _k_criteria(self) -> int:
         return self.k if self.scaling in ("chains", "grid") else 1
 
     @property
-    def evaluation_samples(self) -> int:
+    def _k_evaluations(self) -> int:
         return self.k if self.scaling in ("evaluations", "grid") else 1
+
+    @property
+    def criteria_sets(self) -> int:
+        """Criteria sets sampled per query: ``criteria_samples``, else what ``k`` and ``scaling`` say."""
+        return self.criteria_samples if self.criteria_samples is not None else self._k_criteria
+
+    @property
+    def evaluations_per_set(self) -> int:
+        """Evaluations of each response under each criteria set: ``evaluation_samples``, else from ``k``/``scaling``."""
+        return self.evaluation_samples if self.evaluation_samples is not None else self._k_evaluations
+
+    @property
+    def chains_per_response(self) -> int:
+        return self.criteria_sets * self.evaluations_per_set
 
     def _params(self, max_new_tokens: int, n: int, salt: int) -> SamplingParams:
         sampled = n > 1
@@ -139,11 +185,11 @@ class JudgeConfig:
         )
 
     def criteria_sampling(self) -> SamplingParams:
-        return self._params(self.criteria_max_new_tokens, self.criteria_samples, salt=0)
+        return self._params(self.criteria_max_new_tokens, self.criteria_sets, salt=0)
 
     def evaluation_sampling(self) -> SamplingParams:
         # A different seed offset keeps stage-2 samples independent of stage-1 samples.
-        params = self._params(self.evaluation_max_new_tokens, self.evaluation_samples, salt=1_000_003)
+        params = self._params(self.evaluation_max_new_tokens, self.evaluations_per_set, salt=1_000_003)
         if self.score_readout == "expected":
             # The expected score needs the alternatives at the score position.
             top = max(params.top_logprobs or 0, self.readout_top_logprobs)

@@ -21,6 +21,7 @@ from typing import Any, Literal, TypeVar
 from cerm._cache import CriteriaCache, CriteriaCacheKey, SQLiteCriteriaCache
 from cerm._config import JudgeConfig
 from cerm._errors import ConfigurationError
+from cerm._ties import SampleKind, TieBreak, TieScope, decide_plan
 from cerm._types import (
     BestOfN,
     Chain,
@@ -32,6 +33,7 @@ from cerm._types import (
     RankedResponse,
     ScoreReadout,
     Status,
+    TieBreakReport,
     Usage,
     mean_and_spread,
 )
@@ -72,6 +74,25 @@ class _Request:
 
 
 _Plan = Generator[_Request, list[list[Completion]], T]
+
+
+@dataclass(frozen=True)
+class _Extension:
+    """A tie-break round's work for one query: ``samples`` more chains for each target judgment."""
+
+    query: str
+    targets: Mapping[int, tuple[str, Judgment]]  # response index -> (response text, its judgment so far)
+    samples: int
+    kind: SampleKind
+    first_sample: int  # the index of the first new sample among the query's samples (it seeds them)
+
+
+@dataclass(frozen=True)
+class _Extended:
+    judgments: dict[int, Judgment]
+    generations: int
+    usage: Usage
+
 
 Item = tuple[str, Sequence[str]]
 
@@ -116,6 +137,7 @@ class _Pending:
     completions: list[Completion]
     crit_usage: Usage
     crit_cached: bool
+    chain_offset: int = 0  # chains of the judgment before these (a tie-break adds chains to an existing judgment)
 
 
 @dataclass
@@ -323,30 +345,67 @@ class Judge:
     async def ascore_batch(self, items: Sequence[Item]) -> list[list[float | None]]:
         return [[j.score for j in row] for row in await self.ajudge_batch(items)]
 
-    def compare(self, query: str, a: str, b: str) -> Comparison:
-        """Score two responses under one criteria set. ``winner`` is None unless both are scorable."""
-        ja, jb = self.judge(query, [a, b])
-        return _comparison(ja, jb)
+    def compare(self, query: str, a: str, b: str, *, tie_break: TieBreak | None = None) -> Comparison:
+        """Score two responses under one criteria set. ``winner`` is None unless both are scorable. With
+        ``tie_break`` (a :class:`~cerm.TieBreak`), equal scores get more samples (see :meth:`best_of_n`)."""
+        if tie_break is None:
+            ja, jb = self.judge(query, [a, b])
+            return _comparison(ja, jb)
+        return _tied_comparison(*self._run(decide_plan(self, [(query, [a, b])], tie_break, "top"))[0])
 
-    async def acompare(self, query: str, a: str, b: str) -> Comparison:
-        ja, jb = await self.ajudge(query, [a, b])
-        return _comparison(ja, jb)
+    async def acompare(self, query: str, a: str, b: str, *, tie_break: TieBreak | None = None) -> Comparison:
+        if tie_break is None:
+            ja, jb = await self.ajudge(query, [a, b])
+            return _comparison(ja, jb)
+        return _tied_comparison(*(await self._arun(decide_plan(self, [(query, [a, b])], tie_break, "top")))[0])
 
-    def rank(self, query: str, responses: Sequence[str]) -> list[RankedResponse]:
-        """All responses, best first. Equal scores keep their input order; UNSCORABLE ones come last."""
-        return _ranking(responses, self.judge(query, responses))
+    def rank(self, query: str, responses: Sequence[str], *, tie_break: TieBreak | None = None) -> list[RankedResponse]:
+        """All responses, best first. Equal scores keep their input order; UNSCORABLE ones come last. With
+        ``tie_break``, every group of equal scores (within its margin) gets more samples to order it; the
+        :class:`~cerm.TieBreakReport` is on each ranked response's ``tie_break``."""
+        if tie_break is None:
+            return _ranking(responses, self.judge(query, responses))
+        return _tied_ranking(responses, *self._run(decide_plan(self, [(query, responses)], tie_break, "all"))[0])
 
-    async def arank(self, query: str, responses: Sequence[str]) -> list[RankedResponse]:
-        return _ranking(responses, await self.ajudge(query, responses))
+    async def arank(
+        self, query: str, responses: Sequence[str], *, tie_break: TieBreak | None = None
+    ) -> list[RankedResponse]:
+        if tie_break is None:
+            return _ranking(responses, await self.ajudge(query, responses))
+        plan = decide_plan(self, [(query, responses)], tie_break, "all")
+        return _tied_ranking(responses, *(await self._arun(plan))[0])
 
-    def best_of_n(self, query: str, candidates: Sequence[str]) -> BestOfN:
+    def best_of_n(self, query: str, candidates: Sequence[str], *, tie_break: TieBreak | None = None) -> BestOfN:
         """The highest-scoring candidate. Tie rule: among equal top scores the earliest candidate wins (a stable,
         documented choice: with greedy decoding it makes reruns agree). An UNSCORABLE candidate never wins; if no
-        candidate is scorable, ``best_index`` is None."""
-        return _best_of_n(candidates, self.judge(query, candidates))
+        candidate is scorable, ``best_index`` is None.
 
-    async def abest_of_n(self, query: str, candidates: Sequence[str]) -> BestOfN:
-        return _best_of_n(candidates, await self.ajudge(query, candidates))
+        ``tie_break`` (a :class:`~cerm.TieBreak`): candidates tied at the top (within its margin) are ordered by
+        their expected scores where the backend returns log-probabilities, then get more sampled chains in rounds,
+        up to its limits; no other candidate is judged again. ``BestOfN.tie_break`` records what each got and why.
+        """
+        if tie_break is None:
+            return _best_of_n(candidates, self.judge(query, candidates))
+        return _tied_best_of_n(candidates, *self._run(decide_plan(self, [(query, candidates)], tie_break, "top"))[0])
+
+    async def abest_of_n(self, query: str, candidates: Sequence[str], *, tie_break: TieBreak | None = None) -> BestOfN:
+        if tie_break is None:
+            return _best_of_n(candidates, await self.ajudge(query, candidates))
+        plan = decide_plan(self, [(query, candidates)], tie_break, "top")
+        return _tied_best_of_n(candidates, *(await self._arun(plan))[0])
+
+    def decide_batch(
+        self, items: Sequence[Item], tie_break: TieBreak, *, scope: TieScope = "top"
+    ) -> list[tuple[list[Judgment], TieBreakReport]]:
+        """:meth:`judge_batch` with a tie-break per item: ``scope="top"`` breaks the ties at the top (who wins),
+        ``"all"`` every tie (a full order; GRPO rewards). Every round of every item goes to the backend together.
+        Returns each item's judgments (tied ones with their added chains) and its :class:`~cerm.TieBreakReport`."""
+        return self._run(decide_plan(self, items, tie_break, scope))
+
+    async def adecide_batch(
+        self, items: Sequence[Item], tie_break: TieBreak, *, scope: TieScope = "top"
+    ) -> list[tuple[list[Judgment], TieBreakReport]]:
+        return await self._arun(decide_plan(self, items, tie_break, scope))
 
     # -- plans ------------------------------------------------------------------------------------------------------
     def _criteria_plan(self, query: str) -> _Plan[Criteria]:
@@ -385,7 +444,11 @@ class Judge:
             failed=chain.failed,
         )
 
-    def _judge_plan(self, items: Sequence[Item], on_invalid: OnInvalid = "raise") -> _Plan[list[list[Judgment]]]:
+    def _judge_plan(
+        self, items: Sequence[Item], on_invalid: OnInvalid = "raise", *, attach_readouts: bool = False
+    ) -> _Plan[list[list[Judgment]]]:
+        """``attach_readouts`` (for tie-breaks): ask for the score tokens' alternatives and attach the expected-score
+        readout to parsed chains without changing their scores (where the backend returns log-probabilities)."""
         if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
             raise TypeError("items must be a list of (query, responses) pairs")
         if on_invalid not in ("raise", "error"):
@@ -414,6 +477,10 @@ class Judge:
         cfg = self.config
         self._check_readout_support()
         crit_params, eval_params = cfg.criteria_sampling(), cfg.evaluation_sampling()
+        attach_readouts = attach_readouts and self._backend.supports_logprobs and cfg.score_readout == "parsed"
+        if attach_readouts:
+            top = max(eval_params.top_logprobs or 0, cfg.readout_top_logprobs)
+            eval_params = dataclasses.replace(eval_params, top_logprobs=top)
 
         # Stage 1: one criteria request per distinct query, k samples each under test-time scaling. Queries whose
         # k samples are all in the criteria cache skip the request; on a partial hit (k grew) the cached samples are
@@ -503,35 +570,16 @@ class Judge:
                         warnings.append(warning)
                     for completion in eval_out[position]:
                         eval_completions.append(completion)
-                        chains.append(self._read_expected(self._chain(sample.criteria, completion), completion))
+                        chain = self._chain(sample.criteria, completion)
+                        chains.append(self._read_expected(chain, completion, attach=attach_readouts))
                         chain_conversations.append(conversations[position])
                 row.append(_Pending(chains, chain_conversations, warnings, eval_completions, crit_usage, crit_cached))
             pending_rows.append(row)
 
         # Optional stage 3: the forced readout of every chain the judge left without a score, in one request.
-        if cfg.forced_readout:
-            targets: list[tuple[_Pending, int]] = []
-            readout_conversations: list[Conversation] = []
-            for pending_row in pending_rows:
-                for pending in pending_row:
-                    if not isinstance(pending, _Pending):
-                        continue
-                    for c, (chain, conversation) in enumerate(zip(pending.chains, pending.conversations, strict=True)):
-                        if chain.score is None and chain.evaluation is not None and conversation is not None:
-                            targets.append((pending, c))
-                            readout_conversations.append(
-                                forced_readout_conversation(conversation, chain.evaluation.text)
-                            )
-            if targets:
-                readout_out = yield _Request(readout_conversations, self._readout_params())
-                for (pending, c), outputs in zip(targets, readout_out, strict=True):
-                    pending.completions.append(outputs[0])
-                    pending.chains[c] = self._read_forced(pending.chains[c], outputs[0])
-                    if pending.chains[c].score is not None:
-                        pending.warnings.append(
-                            f"chain {c + 1}: score read by forced readout ({pending.chains[c].score_source}): "
-                            f"the evaluation did not close the format ({pending.chains[c].reason or 'no score'})"
-                        )
+        yield from self._forced_plan(
+            [p for pending_row in pending_rows for p in pending_row if isinstance(p, _Pending)]
+        )
 
         results: list[list[Judgment]] = []
         for pending_row in pending_rows:
@@ -562,6 +610,155 @@ class Judge:
         for n, row_done in zip(valid_positions, results, strict=True):
             merged[n] = row_done
         return merged
+
+    def _tie_params(
+        self, stage: Literal["criteria", "evaluation"], n: int, first_sample: int, kind: SampleKind
+    ) -> SamplingParams:
+        """Sampling of a tie-break round, seeded apart from the first judgment's samples and from every other round's
+        (by the index of the round's first sample). What is sampled follows test-time scaling: under ``"chains"`` a
+        new criteria set is sampled and evaluations are decoded as configured (greedy by default), as ``k`` chains
+        are; under ``"evaluations"`` the evaluations are sampled."""
+        cfg = self.config
+        base = cfg.criteria_sampling() if stage == "criteria" else cfg.evaluation_sampling()
+        sampled = stage == "criteria" or kind == "evaluations"
+        temperature = cfg.temperature if (cfg.temperature > 0 or not sampled) else cfg.scaling_temperature
+        salt = (2_000_029 if stage == "criteria" else 3_000_017) + 104_729 * first_sample
+        seed = None if cfg.seed is None else cfg.seed + salt
+        return dataclasses.replace(base, n=n, temperature=temperature, seed=seed)
+
+    def _extend_plan(self, asks: Sequence[_Extension], readouts: bool) -> _Plan[list[_Extended]]:
+        """Add chains to judgments (a tie-break round), every ask's criteria turns in one request per shape and every
+        evaluation in one more: new criteria sets are drawn once per query and shared by all its targets; nothing
+        drawn before is generated again. ``readouts``: attach expected-score readouts to parsed chains."""
+        cfg = self.config
+        readouts = readouts and self._backend.supports_logprobs and cfg.score_readout == "parsed"
+        spent: list[list[Completion]] = [[] for _ in asks]
+
+        # Stage 1 (kind "chains"): the new criteria sets of each query.
+        new_sets: dict[int, list[_CriteriaSample]] = {}
+        shapes: dict[tuple[int, int], list[int]] = {}
+        for a, ask in enumerate(asks):
+            if ask.kind == "chains":
+                shapes.setdefault((ask.samples, ask.first_sample), []).append(a)
+        for (n, first), positions in shapes.items():
+            out = yield _Request(
+                [criteria_conversation(asks[a].query) for a in positions],
+                self._tie_params("criteria", n, first, "chains"),
+            )
+            for a, completions in zip(positions, out, strict=True):
+                spent[a].extend(completions)
+                new_sets[a] = [self._criteria_sample(c) for c in completions]
+
+        # Stage 2: the evaluations, grouped by shape (samples per conversation, first sample index).
+        pendings: dict[tuple[int, int], _Pending] = {}
+        requests: dict[tuple[int, int, SampleKind], list[tuple[tuple[int, int], Criteria, _EvalSlot]]] = {}
+        for a, ask in enumerate(asks):
+            for j, (response, judgment) in ask.targets.items():
+                offset = len(judgment.chains)
+                pending = _Pending([], [], [], [], Usage(), False, chain_offset=offset)
+                pendings[(a, j)] = pending
+                if ask.kind == "chains":
+                    under = [(offset + i, sample) for i, sample in enumerate(new_sets[a])]
+                    n = 1
+                else:
+                    first_set = judgment.criteria
+                    n = ask.samples
+                    if first_set is None or first_set.failed:
+                        pending.warnings.append("no criteria set to sample more evaluations under")
+                        continue
+                    under = [(0, _CriteriaSample(first_set, Completion("", "stop"), None))]
+                for number, sample in under:
+                    if sample.criteria.problem:
+                        pending.warnings.append(f"criteria {number + 1}: {sample.criteria.problem}")
+                    if sample.failure is not None:
+                        pending.chains.append(Chain(sample.criteria, None, None, sample.failure, failed=True))
+                        pending.conversations.append(None)
+                        continue
+                    budget = self._response_budget(ask.query, sample.criteria.text)
+                    slot = self._evaluation_slot(ask.query, sample.criteria.text, response, budget)
+                    if slot is None:
+                        pending.chains.extend([Chain(sample.criteria, None, None, _OVERLONG_REASON)] * n)
+                        pending.conversations.extend([None] * n)
+                        continue
+                    if slot.warning:
+                        pending.warnings.append(slot.warning)
+                    requests.setdefault((n, ask.first_sample, ask.kind), []).append(((a, j), sample.criteria, slot))
+        for (n, first, kind), entries in requests.items():
+            params = self._tie_params("evaluation", n, first, kind)
+            if readouts:
+                params = dataclasses.replace(
+                    params, top_logprobs=max(params.top_logprobs or 0, cfg.readout_top_logprobs)
+                )
+            # Under greedy decoding identical conversations give identical text (duplicate completions in an RL
+            # group): each distinct conversation runs once and its chains are shared.
+            distinct: dict[str, int] = {}
+            conversations: list[Conversation] = []
+            slots_at: list[int] = []
+            for _, _, slot in entries:
+                text = repr(slot.conversation)
+                if not params.greedy or text not in distinct:
+                    distinct[text] = len(conversations)
+                    conversations.append(slot.conversation)
+                slots_at.append(distinct[text])
+            out = yield _Request(conversations, params)
+            for (key, criteria, slot), position in zip(entries, slots_at, strict=True):
+                completions = out[position]
+                pending = pendings[key]
+                for completion in completions:
+                    pending.completions.append(completion)
+                    chain = self._chain(criteria, completion)
+                    pending.chains.append(self._read_expected(chain, completion, attach=readouts))
+                    pending.conversations.append(slot.conversation)
+        yield from self._forced_plan(list(pendings.values()))
+
+        results: list[_Extended] = []
+        for a, ask in enumerate(asks):
+            extended: dict[int, Judgment] = {}
+            criteria_spent = _usage(spent[a])
+            seen: dict[int, Completion] = {id(c): c for c in spent[a]}
+            for j, (_, judgment) in ask.targets.items():
+                pending = pendings[(a, j)]
+                seen.update((id(c), c) for c in pending.completions)  # a shared completion was generated once
+                chains_done = [
+                    dataclasses.replace(ch, reason=None) if ch.score is not None and ch.reason else ch
+                    for ch in pending.chains
+                ]
+                kept = [w for w in judgment.warnings if not w.endswith("mean over the rest")]
+                prov = judgment.provenance
+                extended[j] = self._assemble(
+                    judgment.response_index,
+                    [*judgment.chains, *chains_done],
+                    kept + pending.warnings,
+                    prov.criteria_usage + criteria_spent,
+                    prov.evaluation_usage + _usage(pending.completions),
+                    prov.criteria_cached and ask.kind == "evaluations",
+                )
+            results.append(_Extended(extended, len(seen), _usage(list(seen.values()))))
+        return results
+
+    def _forced_plan(self, pendings: Sequence[_Pending]) -> _Plan[None]:
+        """With ``forced_readout``, continue every chain of ``pendings`` left without a score (one request)."""
+        if not self.config.forced_readout:
+            return
+        targets: list[tuple[_Pending, int]] = []
+        readout_conversations: list[Conversation] = []
+        for pending in pendings:
+            for c, (chain, conversation) in enumerate(zip(pending.chains, pending.conversations, strict=True)):
+                if chain.score is None and chain.evaluation is not None and conversation is not None:
+                    targets.append((pending, c))
+                    readout_conversations.append(forced_readout_conversation(conversation, chain.evaluation.text))
+        if not targets:
+            return
+        readout_out = yield _Request(readout_conversations, self._readout_params())
+        for (pending, c), outputs in zip(targets, readout_out, strict=True):
+            pending.completions.append(outputs[0])
+            pending.chains[c] = self._read_forced(pending.chains[c], outputs[0])
+            if pending.chains[c].score is not None:
+                chain = pending.chains[c]
+                pending.warnings.append(
+                    f"chain {c + 1 + pending.chain_offset}: score read by forced readout ({chain.score_source}): "
+                    f"the evaluation did not close the format ({chain.reason or 'no score'})"
+                )
 
     # -- helpers -----------------------------------------------------------------------------------------------------
     @staticmethod
@@ -607,13 +804,19 @@ class Judge:
             params = dataclasses.replace(params, top_logprobs=None)
         return params
 
-    def _read_expected(self, chain: Chain, completion: Completion) -> Chain:
+    def _read_expected(self, chain: Chain, completion: Completion, *, attach: bool = False) -> Chain:
         """Parsed chains get their source recorded; in expected mode, the expectation replaces the parsed value when
-        the log-probabilities support it."""
+        the log-probabilities support it. ``attach`` (parsed mode): keep the parsed score, attach the readout."""
         if chain.score is None:
             return chain
         parsed = dataclasses.replace(chain, score_source="parsed")
         if self.config.score_readout != "expected":
+            if attach and completion.logprobs is not None:
+                attached = read_boxed_score(
+                    completion.logprobs, method="expected", min_mass=self.config.readout_min_mass
+                )
+                if attached is not None and attached.greedy == chain.score:
+                    return dataclasses.replace(parsed, readout=attached)
             return parsed
         readout: ScoreReadout | None = None
         if completion.logprobs is None:
@@ -746,6 +949,8 @@ class Judge:
             evaluation_sampling=cfg.evaluation_sampling().to_dict(),
             seed=cfg.seed,
             k=cfg.k,
+            criteria_samples=cfg.criteria_sets,
+            evaluation_samples=cfg.evaluations_per_set,
             criteria_usage=crit_usage,
             evaluation_usage=eval_usage,
             criteria_cached=crit_cached,
@@ -822,6 +1027,32 @@ def _best_of_n(candidates: Sequence[str], judgments: list[Judgment]) -> BestOfN:
         best=None if top is None else top.response,
         judgments=tuple(judgments),
         ranking=tuple(ranking),
+    )
+
+
+def _tied_comparison(judgments: list[Judgment], report: TieBreakReport) -> Comparison:
+    a, b = judgments
+    if a.score is None or b.score is None:
+        return Comparison(None, a, b, report)
+    ka, kb = report.candidates[0], report.candidates[1]
+    if ka.contending and kb.contending and ka.key is not None and kb.key is not None and abs(ka.key - kb.key) < 1e-9:
+        return Comparison("tie", a, b, report)
+    return Comparison("a" if report.order[0] == 0 else "b", a, b, report)
+
+
+def _tied_ranking(responses: Sequence[str], judgments: list[Judgment], report: TieBreakReport) -> list[RankedResponse]:
+    return [RankedResponse(i, responses[i], judgments[i], report) for i in report.order]
+
+
+def _tied_best_of_n(candidates: Sequence[str], judgments: list[Judgment], report: TieBreakReport) -> BestOfN:
+    ranking = _tied_ranking(candidates, judgments, report)
+    top = ranking[0] if ranking and ranking[0].score is not None else None
+    return BestOfN(
+        best_index=None if top is None else top.index,
+        best=None if top is None else top.response,
+        judgments=tuple(judgments),
+        ranking=tuple(ranking),
+        tie_break=report,
     )
 
 

@@ -175,6 +175,13 @@ class Provenance:
     #: dtype, quantization, adapter path and content hash, model revision, engine settings, server URL without
     #: credentials. Treat it as read-only: judgments of one Judge share it.
     backend_settings: Mapping[str, Any] = field(default_factory=dict)
+    #: The shape of test-time scaling in force: criteria sets per query x evaluations per set
+    #: (``JudgeConfig.criteria_sets`` / ``evaluations_per_set``). A tie-break may have added chains beyond it.
+    criteria_samples: int = 1
+    evaluation_samples: int = 1
+    #: The :class:`cerm.TieBreak` settings (JSON-ready) when this judgment came out of a decision that breaks ties;
+    #: the decision's :class:`TieBreakReport` says how many chains each candidate got and why.
+    tie_break: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -253,16 +260,69 @@ class Judgment:
         return data
 
 
+#: Why a tie-break stopped: nothing to break, the contenders separated, or a limit was reached.
+TieBreakStop = Literal["no tie", "separated", "max_chains", "max_rounds", "budget", "no sample"]
+
+
+@dataclass(frozen=True)
+class CandidateSamples:
+    """What a tie-break spent on one candidate, and why.
+
+    ``chains`` is the number of chains behind the candidate's final judgment (``added`` of them drawn by the
+    tie-break, in ``rounds`` sampled rounds). ``group`` numbers the tie the candidate was part of (None: it was not
+    tied with anyone, so it was never re-judged). Candidates of one group are ordered by ``key`` (the mean over their
+    chains of the expected score where the log-probabilities give one, else the parsed score); candidates of
+    different groups keep the order of their first scores. ``reason`` says in words what happened.
+    """
+
+    index: int
+    first_score: float | None
+    chains: int
+    added: int
+    rounds: int
+    group: int | None
+    key: float | None
+    reason: str
+    #: True when the candidate was still in contention when the tie-break stopped (its tie may not be broken).
+    contending: bool = False
+
+
+@dataclass(frozen=True)
+class TieBreakReport:
+    """How a decision broke its ties (see :class:`cerm.TieBreak`).
+
+    ``order`` is the decision's order of candidate indices, best first (UNSCORABLE ones last in input order).
+    ``generations`` counts the extra generations the tie-break ran (criteria and evaluation turns, plus any forced
+    readouts), ``usage`` their tokens. ``expected_used`` is True when the expected-score readout (no generation)
+    was used as the first tie-breaker.
+    """
+
+    settings: Mapping[str, Any]
+    candidates: tuple[CandidateSamples, ...]
+    order: tuple[int, ...]
+    rounds: int
+    stopped: TieBreakStop
+    generations: int
+    usage: Usage
+    expected_used: bool
+
+    @property
+    def added_chains(self) -> int:
+        return sum(c.added for c in self.candidates)
+
+
 @dataclass(frozen=True)
 class Comparison:
     """The outcome of :meth:`cerm.Judge.compare`.
 
-    ``winner`` is "a", "b", "tie", or None when either side is unscorable.
+    ``winner`` is "a", "b", "tie", or None when either side is unscorable. With a tie-break, a tie of scores is
+    decided by the tie-break where it could (``tie_break`` says how); "tie" means it stayed tied.
     """
 
     winner: str | None
     a: Judgment
     b: Judgment
+    tie_break: TieBreakReport | None = None
 
     @property
     def margin(self) -> float | None:
@@ -278,6 +338,8 @@ class RankedResponse:
     index: int
     response: str
     judgment: Judgment
+    #: The ranking's tie-break (the same report on every response of one ranking), when one ran.
+    tie_break: TieBreakReport | None = None
 
     @property
     def score(self) -> float | None:
@@ -289,13 +351,15 @@ class BestOfN:
     """The outcome of :meth:`cerm.Judge.best_of_n`.
 
     ``best_index`` is None only when no candidate was scorable (an unscorable candidate never wins).
-    ``ranking`` lists every candidate, best first, unscorable ones last in their original order.
+    ``ranking`` lists every candidate, best first, unscorable ones last in their original order. With a tie-break,
+    ``tie_break`` records how many chains each candidate got and why, and ``judgments`` hold the added chains.
     """
 
     best_index: int | None
     best: str | None
     judgments: tuple[Judgment, ...]
     ranking: tuple[RankedResponse, ...] = field(default=())
+    tie_break: TieBreakReport | None = None
 
     @property
     def best_score(self) -> float | None:

@@ -18,6 +18,7 @@ from cerm.cli._common import add_judge_options, config_from_args, judge_from_arg
 from cerm.integrations.openrlhf import (  # FastAPI itself is imported only by run()
     DEFAULT_CRITERIA_CACHE_SIZE,
     DEFAULT_END_MARKERS,
+    openrlhf_query,
 )
 
 logger = logging.getLogger("cerm")
@@ -168,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
             end_markers=(*DEFAULT_END_MARKERS, *args.end_marker),
             query_field=args.query_field,
             response_fn=response_fn,
-            **({"query_fn": query_fn} if query_fn is not None else {}),
+            query_fn=query_fn or openrlhf_query,
         )
         url = f"http://{args.host}:{args.port}/get_reward"
         logger.info(

@@ -24,6 +24,12 @@ pairs without a verdict enter accuracy is explicit:
 
 Benchmarks scored as their authors score them are in :mod:`cerm.eval._presets`.
 
+Tie-breaks (``evaluate(..., tie_break=TieBreak(...))``): a record's candidates then carry a ``tie_break`` entry
+(``group``, ``key``, ``rank``, ``contending``, ``chains``, ...; their ``score`` stays the first judgment's). A pair
+of two candidates of the same tie group, and the Best-of-N verdict on a tie at the top, follow the tie-break's order
+(still a tie only when both were still in contention with equal keys); every other comparison uses the scores. The
+Best-of-N curve over subsets and the benchmark presets use the scores only.
+
 Best-of-N follows RewardBench 2: the chosen answer earns 1 when it alone has the top score, 1/m when it ties with m-1
 others at the top, 0 otherwise. A set with any UNSCORABLE candidate follows ``unscorable_policy``: ``"tie"`` counts it
 as all N tied (1/N, the random baseline), ``"wrong"`` as 0, ``"excluded"`` leaves it out.
@@ -101,9 +107,12 @@ class Pair:
     chosen_style: str | None
     rejected_style: str | None
 
+    #: The verdict of a tie-break when both candidates were in the same tie group (None: from the scores).
+    decided: Outcome | None = None
+
     @property
     def outcome(self) -> Outcome:
-        return outcome(self.chosen_score, self.rejected_score)
+        return self.decided or outcome(self.chosen_score, self.rejected_score)
 
 
 @dataclass(frozen=True)
@@ -157,6 +166,22 @@ def _score(candidate: Mapping[str, Any]) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
+def _tie_entry(candidate: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    entry = candidate.get("tie_break")
+    return entry if isinstance(entry, Mapping) and entry.get("group") is not None else None
+
+
+def tie_break_outcome(chosen: Mapping[str, Any], rejected: Mapping[str, Any]) -> Outcome | None:
+    """The verdict of a tie-break on two candidates of the same tie group (by the decision's ``rank``; a tie when
+    both were still in contention with equal keys), or None when the scores decide."""
+    a, b = _tie_entry(chosen), _tie_entry(rejected)
+    if a is None or b is None or a["group"] != b["group"] or _score(chosen) is None or _score(rejected) is None:
+        return None
+    if a.get("contending") and b.get("contending") and a.get("key") == b.get("key"):
+        return "tie"
+    return "win" if a["rank"] < b["rank"] else "loss"
+
+
 def pairs(records: Iterable[Record]) -> list[Pair]:
     """Every (chosen, rejected) pair of every record."""
     out: list[Pair] = []
@@ -177,6 +202,7 @@ def pairs(records: Iterable[Record]) -> list[Pair]:
                         rejected_chars=int(cands[j].get("chars", 0)),
                         chosen_style=cands[i].get("style"),
                         rejected_style=cands[j].get("style"),
+                        decided=tie_break_outcome(cands[i], cands[j]),
                     )
                 )
     return out
@@ -302,8 +328,13 @@ def best_of_n(records: Sequence[Record], unscorable_policy: UnscorablePolicy = "
             continue
         n = 1 + len(rejected)
         credits, items, sets, bad = by_n.get(n, ([], set(), 0, 0))
-        for c in chosen:
+        cands = record["candidates"]
+        chosen_cands = [cand for cand in cands if cand["label"] == "chosen"]
+        rejected_cands = [cand for cand in cands if cand["label"] == "rejected"]
+        for c, cand in zip(chosen, chosen_cands, strict=True):
             value = best_of_n_credit(c, rejected, unscorable_policy)
+            if value is not None and value > 0:  # at the top: a tie-break may have decided among the tied
+                value = _tie_break_credit(cand, rejected_cands, value)
             sets += 1
             bad += c is None or any(s is None for s in rejected)
             if value is not None:
@@ -314,6 +345,17 @@ def best_of_n(records: Sequence[Record], unscorable_policy: UnscorablePolicy = "
         BestOfNPoint(n, sets, len(items), _mean(credits), bad)
         for n, (credits, items, sets, bad) in sorted(by_n.items())
     ]
+
+
+def _tie_break_credit(chosen: Mapping[str, Any], others: Sequence[Mapping[str, Any]], credit: float) -> float:
+    """The Best-of-N credit of a chosen answer at the top after a tie-break among the tied (1 if it won, 1/m if m
+    contenders stayed tied with it, 0 if it lost); ``credit`` (from the scores) when no tie-break decided."""
+    verdicts = [tie_break_outcome(chosen, other) for other in others]
+    if all(v is None for v in verdicts):
+        return credit
+    if any(v == "loss" for v in verdicts):
+        return 0.0
+    return 1.0 / (1 + sum(1 for v in verdicts if v == "tie"))
 
 
 def best_of_n_curve(

@@ -39,7 +39,8 @@ from typing import Any
 from cerm._config import JudgeConfig
 from cerm._errors import ConfigurationError
 from cerm._judge import Judge
-from cerm._types import Judgment
+from cerm._ties import TieBreak
+from cerm._types import Judgment, TieBreakReport
 from cerm.eval._data import DataError, EvalItem
 from cerm.eval._metrics import TiePolicy, UnscorablePolicy, check_policies
 
@@ -107,9 +108,30 @@ def _comparable_judge(settings: Any) -> Any:
     return out
 
 
-def _record(item: EvalItem, judgments: Sequence[Judgment], full: bool) -> dict[str, Any]:
+def _tie_entries(report: TieBreakReport) -> list[dict[str, Any]]:
+    rank = {index: position for position, index in enumerate(report.order)}
+    return [
+        {
+            "group": c.group,
+            "key": c.key,
+            "rank": rank[c.index],
+            "contending": c.contending,
+            "chains": c.chains,
+            "added": c.added,
+            "reason": c.reason,
+        }
+        for c in report.candidates
+    ]
+
+
+def _record(
+    item: EvalItem, judgments: Sequence[Judgment], full: bool, report: TieBreakReport | None = None
+) -> dict[str, Any]:
     candidates = []
-    for text, label, style, judgment in zip(item.candidates, item.labels, item.styles, judgments, strict=True):
+    ties = _tie_entries(report) if report is not None else None
+    for n, (text, label, style, judgment) in enumerate(
+        zip(item.candidates, item.labels, item.styles, judgments, strict=True)
+    ):
         cand: dict[str, Any] = {
             "label": label,
             "style": style,
@@ -118,6 +140,11 @@ def _record(item: EvalItem, judgments: Sequence[Judgment], full: bool) -> dict[s
             "score": judgment.score,
             "reason": judgment.reason,
         }
+        if ties is not None and report is not None:
+            # The score stays the first judgment's (comparable with a run without tie-break); the tie-break's own
+            # reading (the refined score over all chains, the key, the rank) is beside it.
+            cand["score"] = report.candidates[n].first_score
+            cand["tie_break"] = {**ties[n], "score": judgment.score}
         if judgment.warnings:
             cand["warnings"] = list(judgment.warnings)
         if full:
@@ -134,6 +161,13 @@ def _record(item: EvalItem, judgments: Sequence[Judgment], full: bool) -> dict[s
         "criteria_problem": criteria.problem if criteria is not None else None,
         "candidates": candidates,
     }
+    if report is not None:
+        record["tie_break"] = {
+            "rounds": report.rounds,
+            "stopped": report.stopped,
+            "generations": report.generations,
+            "expected_used": report.expected_used,
+        }
     if full:
         record["prompt"] = item.prompt
         record["criteria"] = criteria.text if criteria is not None else None
@@ -189,7 +223,7 @@ def _check_manifest(path: Path, manifest: Mapping[str, Any]) -> None:
         previous = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ConfigurationError(f"{path} is unreadable ({exc}); use a new output folder or fresh=True") from None
-    different = [k for k in ("data", "items", "n_items") if previous.get(k) != manifest.get(k)]
+    different = [k for k in ("data", "items", "n_items", "tie_break") if previous.get(k) != manifest.get(k)]
     if _comparable_judge(previous.get("judge")) != _comparable_judge(manifest.get("judge")):
         different.append("judge")
     before = (previous.get("judge") or {}).get("backend_settings")
@@ -221,6 +255,7 @@ def evaluate(
     benchmark: str | None = None,
     rule: str | None = None,
     data_source: Mapping[str, Any] | None = None,
+    tie_break: TieBreak | None = None,
 ) -> EvalRun:
     """Judge every item (all candidates of an item under one criteria set), write results as it goes, then the report.
 
@@ -240,6 +275,10 @@ def evaluate(
             official figures (see :mod:`cerm.eval._presets`); ``rule`` picks one of the preset's rules.
         data_source: where the items came from (:attr:`BenchmarkData.provenance`: hub id, split, revision or path),
             recorded in the manifest and the report.
+        tie_break: a :class:`~cerm.TieBreak` (off by default): candidates tied at the top of an item get more samples
+            (see :meth:`cerm.Judge.best_of_n`); each candidate's record keeps its first score and adds a
+            ``tie_break`` entry, and the pairwise and Best-of-N verdicts on tied candidates follow the tie-break
+            (see :mod:`cerm.eval._metrics`). Recorded in the manifest: a resume never mixes runs with and without.
 
     An item whose judgment errored (no judgment produced) is written and counted, and judged again by a rerun.
     """
@@ -268,6 +307,8 @@ def evaluate(
         "n_items": len(items),
         "judge": _judge_settings(judge),
     }
+    if tie_break is not None:
+        manifest["tie_break"] = tie_break.to_dict()
     extra: dict[str, Any] = {"benchmark": benchmark, "rule": rule, "data_source": dict(data_source or {})}
     if fresh:
         results_path.unlink(missing_ok=True)
@@ -315,8 +356,18 @@ def evaluate(
                 if not missing:
                     continue
                 # The whole chunk, even if part of it is done: identical backend batches give identical results.
-                results = judge.judge_batch([(item.prompt, item.candidates) for item in chunk])
-                new = [_record(item, js, full) for item, js in zip(chunk, results, strict=True) if item.id not in done]
+                batch = [(item.prompt, item.candidates) for item in chunk]
+                if tie_break is None:
+                    results = judge.judge_batch(batch)
+                    reports: list[TieBreakReport | None] = [None] * len(chunk)
+                else:
+                    decided = judge.decide_batch(batch, tie_break, scope="top")
+                    results, reports = [js for js, _ in decided], [r for _, r in decided]
+                new = [
+                    _record(item, js, full, report)
+                    for item, js, report in zip(chunk, results, reports, strict=True)
+                    if item.id not in done
+                ]
                 _write_lines(handle, new)
                 for record in new:
                     done[record["id"]] = record

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from cerm._judge import Judge
+from cerm._ties import TieBreak
 from cerm._types import Judgment
 from cerm.integrations._common import Grouping, Outcome
 
@@ -57,16 +58,24 @@ class MicroBatcher:
         judge: the judge (its async API is used; the backend's work runs off the event loop).
         max_batch_items: stop collecting once this many (query, response) items are pending.
         max_wait_s: how long to wait for more requests after the first one arrives (0 = judge what is queued now).
+        tie_break: a :class:`~cerm.TieBreak` (off by default): samples of one prompt in a batch whose scores tie get
+            more chains (``scope="all"``, see :class:`~cerm.integrations.CermRewardFunc` for the cost). Only samples
+            judged in the same batch are compared: a group split across batches is untied within each part.
 
     Use inside a running event loop: ``await start()`` once, ``await aclose()`` at shutdown.
     """
 
-    def __init__(self, judge: Judge, *, max_batch_items: int = 256, max_wait_s: float = 0.01) -> None:
+    def __init__(
+        self, judge: Judge, *, max_batch_items: int = 256, max_wait_s: float = 0.01, tie_break: TieBreak | None = None
+    ) -> None:
         if max_batch_items < 1:
             raise ValueError(f"max_batch_items must be >= 1, got {max_batch_items}")
         if max_wait_s < 0:
             raise ValueError(f"max_wait_s must be >= 0, got {max_wait_s}")
+        if tie_break is not None and not isinstance(tie_break, TieBreak):
+            raise TypeError(f"tie_break must be a cerm.TieBreak or None, got {type(tie_break).__name__}")
         self.judge = judge
+        self.tie_break = tie_break
         self.max_batch_items = max_batch_items
         self.max_wait_s = max_wait_s
         self.stats = BatchStats()
@@ -147,7 +156,13 @@ class MicroBatcher:
 
     async def _judge(self, pairs: list[Pair]) -> list[Outcome]:
         grouping = Grouping.build(pairs)
-        results = await self.judge.ajudge_batch(grouping.items) if grouping.items else []
+        if not grouping.items:
+            results: list[list[Judgment]] = []
+        elif self.tie_break is None:
+            results = await self.judge.ajudge_batch(grouping.items)
+        else:
+            decided = await self.judge.adecide_batch(grouping.items, self.tie_break, scope="all")
+            results = [judgments for judgments, _ in decided]
         return grouping.scatter(results)
 
     async def _judge_alone(self, pending: _Pending) -> None:

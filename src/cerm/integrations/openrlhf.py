@@ -70,6 +70,7 @@ from typing import TYPE_CHECKING, Any
 from cerm._cache import MemoryCriteriaCache
 from cerm._errors import BackendUnavailableError
 from cerm._judge import Judge, validate_item
+from cerm._ties import TieBreak
 from cerm._types import Judgment
 from cerm.integrations._batching import MicroBatcher, Pair
 from cerm.integrations._common import (
@@ -260,6 +261,7 @@ def create_app(
     response_fn: Callable[[str], str] | None = None,
     criteria_cache_size: int = DEFAULT_CRITERIA_CACHE_SIZE,
     api_key: str | None = None,
+    tie_break: TieBreak | None = None,
 ) -> FastAPI:
     """The FastAPI application of the reward server (routes ``POST /get_reward`` and ``GET /health``).
 
@@ -288,6 +290,9 @@ def create_app(
             Keyed by the query and the judge's settings; sampled criteria (k > 1 or temperature > 0) are then frozen
             per prompt for the server's lifetime, which is what a GRPO group needs.
         api_key: when set, every request must carry ``Authorization: Bearer <api_key>`` (401 otherwise).
+        tie_break: a :class:`~cerm.TieBreak` (off by default): tied samples of one prompt within a micro-batch get
+            more chains, so a group with identical rewards gets a chance to separate (cost: see
+            :class:`~cerm.integrations.CermRewardFunc`; only samples judged in the same batch are compared).
     """
     fastapi = _import_fastapi()
     from fastapi.responses import JSONResponse
@@ -307,7 +312,7 @@ def create_app(
     if judge.cache is None and criteria_cache_size:
         # The caller's judge stays as it is: the server judges through a Judge on the same backend and config.
         judge = Judge(judge.backend, config=judge.config, cache=MemoryCriteriaCache(criteria_cache_size))
-    batcher = MicroBatcher(judge, max_batch_items=max_batch_items, max_wait_s=max_wait_ms / 1000.0)
+    batcher = MicroBatcher(judge, max_batch_items=max_batch_items, max_wait_s=max_wait_ms / 1000.0, tie_break=tie_break)
     expected_auth = None if api_key is None else f"Bearer {api_key}".encode()
 
     @asynccontextmanager

@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 
-from cerm._judge import Judge, _best_of_n
+from cerm._judge import Judge, _best_of_n, _tied_best_of_n
+from cerm._ties import TieBreak
 from cerm._types import BestOfN
 from cerm.backends._base import Backend, SamplingParams
 from cerm.integrations._common import PromptLike, QueryFn, content_text, default_query
@@ -81,6 +82,7 @@ def best_of_n(
     n: int = 4,
     sampling: SamplingParams | None = None,
     query_fn: QueryFn | None = None,
+    tie_break: TieBreak | None = None,
 ) -> BestOfN:
     """Sample ``n`` candidates for ``prompt`` from ``policy`` and return the judge's pick with every judgment.
 
@@ -91,11 +93,13 @@ def best_of_n(
         n: number of candidates.
         sampling: the policy's decoding settings (``n`` is overridden); default temperature 1.0, 512 new tokens.
         query_fn: prompt -> the judge's query.
+        tie_break: a :class:`~cerm.TieBreak`: candidates tied at the top get more judge samples (see
+            :meth:`cerm.Judge.best_of_n`); off by default.
 
     Returns a :class:`~cerm.BestOfN`: ``best``/``best_index``/``best_score``, ``judgments`` in candidate order and
     ``ranking`` (candidates with their texts, best first).
     """
-    return best_of_n_batch(policy, [prompt], judge, n=n, sampling=sampling, query_fn=query_fn)[0]
+    return best_of_n_batch(policy, [prompt], judge, n=n, sampling=sampling, query_fn=query_fn, tie_break=tie_break)[0]
 
 
 def best_of_n_batch(
@@ -106,11 +110,12 @@ def best_of_n_batch(
     n: int = 4,
     sampling: SamplingParams | None = None,
     query_fn: QueryFn | None = None,
+    tie_break: TieBreak | None = None,
 ) -> list[BestOfN]:
     """:func:`best_of_n` for many prompts: one policy call for all candidates, one ``judge_batch`` for all judgments."""
     candidates = sample_candidates(policy, prompts, n, sampling)
     queries = [(query_fn or default_query)(p) for p in prompts]
-    return rerank(judge, list(zip(queries, candidates, strict=True)))
+    return rerank(judge, list(zip(queries, candidates, strict=True)), tie_break=tie_break)
 
 
 async def abest_of_n(
@@ -121,6 +126,7 @@ async def abest_of_n(
     n: int = 4,
     sampling: SamplingParams | None = None,
     query_fn: QueryFn | None = None,
+    tie_break: TieBreak | None = None,
 ) -> BestOfN:
     """Async :func:`best_of_n`: a backend policy generates through ``agenerate`` and the judge through its async API.
     A callable policy is called directly (make it quick, or run it in a thread yourself)."""
@@ -131,11 +137,17 @@ async def abest_of_n(
     else:
         candidates = sample_candidates(policy, [prompt], n, sampling)[0]
     query = (query_fn or default_query)(prompt)
-    return await judge.abest_of_n(query, candidates)
+    return await judge.abest_of_n(query, candidates, tie_break=tie_break)
 
 
-def rerank(judge: Judge, items: Sequence[tuple[str, Sequence[str]]]) -> list[BestOfN]:
+def rerank(
+    judge: Judge, items: Sequence[tuple[str, Sequence[str]]], *, tie_break: TieBreak | None = None
+) -> list[BestOfN]:
     """Rerank candidate lists you already have: ``items`` are ``(query, candidates)`` pairs, judged in ONE
-    ``judge_batch`` (one criteria set per query). Returns one :class:`~cerm.BestOfN` per item, in order."""
+    ``judge_batch`` (one criteria set per query). Returns one :class:`~cerm.BestOfN` per item, in order. With
+    ``tie_break``, each item's candidates tied at the top get more samples, every item's rounds batched together."""
+    if tie_break is not None:
+        decided = judge.decide_batch([(q, list(c)) for q, c in items], tie_break, scope="top")
+        return [_tied_best_of_n(list(c), js, report) for (_, c), (js, report) in zip(items, decided, strict=True)]
     results = judge.judge_batch([(q, list(c)) for q, c in items])
     return [_best_of_n(list(c), judgments) for (_, c), judgments in zip(items, results, strict=True)]

@@ -29,7 +29,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from cerm._judge import Judge
-from cerm._types import Judgment
+from cerm._ties import TieBreak
+from cerm._types import Judgment, TieBreakReport
 from cerm.integrations._common import (
     Grouping,
     Outcome,
@@ -60,9 +61,13 @@ class _RewardFuncBase:
         response_fn: ResponseFn | None = None,
         name: str = "cerm",
         log: bool = True,
+        tie_break: TieBreak | None = None,
     ) -> None:
         if not isinstance(judge, Judge):
             raise TypeError(f"judge must be a cerm.Judge, got {type(judge).__name__}")
+        if tie_break is not None and not isinstance(tie_break, TieBreak):
+            raise TypeError(f"tie_break must be a cerm.TieBreak or None, got {type(tie_break).__name__}")
+        self.tie_break = tie_break
         self.judge = judge
         self.scale = as_scale(scale)
         self.query_fn = query_fn or default_query
@@ -102,6 +107,17 @@ class _RewardFuncBase:
                 self.__name__,
                 len(funcs),
             )
+
+    def _untie(
+        self, decided: Sequence[tuple[list[Judgment], TieBreakReport]], kwargs: dict[str, Any]
+    ) -> list[list[Judgment]]:
+        """The judgments of a tie-broken batch (tied completions with their added chains), and the cost logged."""
+        added = sum(report.added_chains for _, report in decided)
+        completions = sum(len(judgments) for judgments, _ in decided)
+        log_metric = kwargs.get("log_metric")
+        if self.log and completions and callable(log_metric):
+            log_metric(f"{self.__name__}/tie_break_chains_per_completion", added / completions)
+        return [judgments for judgments, _ in decided]
 
     def _rewards(self, outcomes: list[Outcome], kwargs: dict[str, Any]) -> list[float | None]:
         self._check_aggregation(kwargs)
@@ -152,6 +168,13 @@ class CermRewardFunc(_RewardFuncBase):
         log: report ``<name>/unscorable_fraction`` and ``<name>/error_fraction`` (failed generations, no judgment)
             through TRL's ``log_metric`` and each completion's reason through ``log_extra`` (column ``<name>_reason``)
             when TRL passes those hooks.
+        tie_break: a :class:`~cerm.TieBreak` (off by default): completions of one prompt whose scores tie (within its
+            margin) get more chains, in rounds, so that a GRPO group with identical rewards (zero advantage, no
+            learning signal) gets a chance to separate; a tied completion's reward is then the mean over its chains.
+            Completions not tied with another are judged once. Cost: per round, one criteria turn per prompt with a
+            tie plus one evaluation per tied completion, at most ``max_chains - 1`` rounds: a fully tied group of G
+            costs up to ``max_chains`` times the plain ``1 + G`` generations. Logged as
+            ``<name>/tie_break_chains_per_completion``.
 
     Returns (per call): one float per completion, or None where the judgment is UNSCORABLE or ERROR (TRL leaves it out
     of the group baseline). ``last_judgments`` keeps the full judgments of the last call.
@@ -159,7 +182,10 @@ class CermRewardFunc(_RewardFuncBase):
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
         grouping = self._group(prompts, completions)
-        results = self.judge.judge_batch(grouping.items) if grouping.items else []
+        if self.tie_break is None or not grouping.items:
+            results = self.judge.judge_batch(grouping.items) if grouping.items else []
+        else:
+            results = self._untie(self.judge.decide_batch(grouping.items, self.tie_break, scope="all"), kwargs)
         return self._rewards(grouping.scatter(results), kwargs)
 
 
@@ -169,5 +195,9 @@ class AsyncCermRewardFunc(_RewardFuncBase):
 
     async def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
         grouping = self._group(prompts, completions)
-        results = await self.judge.ajudge_batch(grouping.items) if grouping.items else []
+        if self.tie_break is None or not grouping.items:
+            results = await self.judge.ajudge_batch(grouping.items) if grouping.items else []
+        else:
+            decided = await self.judge.adecide_batch(grouping.items, self.tie_break, scope="all")
+            results = self._untie(decided, kwargs)
         return self._rewards(grouping.scatter(results), kwargs)

@@ -315,7 +315,7 @@ class VerlReward:
 
     @staticmethod
     def _uncached(judge: Judge, items: list[tuple[str, list[str]]]) -> list[str]:
-        if judge.cache is None or judge.config.criteria_samples != 1:
+        if judge.cache is None or judge.config.criteria_sets != 1:
             return []
         params = dataclasses.replace(judge.config.criteria_sampling(), n=1)
         queries = dict.fromkeys(query for query, _ in items)

@@ -1,5 +1,5 @@
-"""The CE-RM protocol, pure Python: prompt templates, conversation assembly, parsers and the
-score readout from token log-probabilities.
+"""The CE-RM protocol, pure Python: prompt templates, conversation assembly, chat rendering and tokenization that
+keeps untrusted text out of special tokens, parsers and the score readout from token log-probabilities.
 
 No torch, no network, no I/O. Anything that must agree between inference and training lives here once.
 """
@@ -38,6 +38,16 @@ from cerm.protocol._readout import (
     read_boxed_score,
     score_distribution,
 )
+from cerm.protocol._render import (
+    PROTOCOL_TEMPLATE_KWARGS,
+    ContentSpan,
+    RenderedChat,
+    assistant_token_mask,
+    chat_template_kwargs,
+    render_chat,
+    tokenize_chat,
+    tokenize_text,
+)
 
 __all__ = [
     "CRITERIA_PROMPT",
@@ -48,11 +58,16 @@ __all__ = [
     "FORCED_READOUT_SUFFIX",
     "OVERALL_RANGE",
     "PROMPT_VERSION",
+    "PROTOCOL_TEMPLATE_KWARGS",
     "START_OF_CRITERIA",
+    "ContentSpan",
     "Conversation",
     "Message",
+    "RenderedChat",
     "TokenAlternatives",
+    "assistant_token_mask",
     "boxed_values",
+    "chat_template_kwargs",
     "closed_score",
     "criteria_conversation",
     "evaluation_conversation",
@@ -63,7 +78,10 @@ __all__ = [
     "parse_number",
     "parse_overall_score",
     "read_boxed_score",
+    "render_chat",
     "render_criteria_prompt",
     "render_evaluation_prompt",
     "score_distribution",
+    "tokenize_chat",
+    "tokenize_text",
 ]
