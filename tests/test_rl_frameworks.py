@@ -422,3 +422,19 @@ def test_trl_grpo_trainer_two_steps(
     assert checked >= 4
     assert all("You are terse." not in q and "Hi there." not in q for q, _ in judge_server.judged)
     assert sum("normalize_then_sum" in r.getMessage() for r in caplog.records) == 1  # warned once
+
+
+def test_verl_awaits_the_coroutine_form(judge_server: HashJudgeServer, tmp_path: Path) -> None:
+    """`reward.custom_reward_function.name=compute_score_async`: veRL sees a coroutine function and awaits it."""
+    tok = tokenizer()
+    config = verl_config(
+        judge_model="hash-judge", judge_base_url=judge_server.base_url, criteria_cache=str(tmp_path / "c.sqlite")
+    )
+    config.reward.custom_reward_function.name = "compute_score_async"
+    from verl.trainer.ppo.reward import get_custom_reward_fn
+
+    assert asyncio.iscoroutinefunction(get_custom_reward_fn(config))  # veRL's own check picks the awaited path
+    rows = verl_rows()
+    outputs = run_verl(config, verl_batch(tok, rows))
+    assert [o["reward_score"] for o in outputs] == expected_verl(rows)
+    assert judge_server.criteria_turns == 3
