@@ -1,14 +1,15 @@
 # The three commands of a fresh machine: `make install`, `make demo`, `make test`.
 # .ci/run runs `make install` and `make test` with CI=true (a representative subset: -m "not slow").
 # `make install` installs what a user needs. The test-only servers get their own venvs, built by `make test` on first
-# use and reused afterwards: .venv-llama (llama.cpp's OpenAI-compatible server) and .venv-vllm (`make test-vllm`).
+# use and reused afterwards: .venv-llama (llama.cpp's OpenAI-compatible server), .venv-vllm (`make test-vllm`) and
+# .venv-rl (`make test-rl`: OpenRLHF's and veRL's own reward code against cerm).
 
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 PYTEST_MARKERS := $(if $(filter true,$(CI)),-m "not slow",)
 
-.PHONY: install demo test lint examples venv-llama venv-vllm test-vllm
+.PHONY: install demo test lint examples venv-llama venv-vllm test-vllm venv-rl test-rl
 
 install:
 	python3 -m venv $(VENV)
@@ -33,6 +34,7 @@ lint:
 test: lint venv-llama
 	CERM_LLAMA_PYTHON=$(abspath $(LLAMA_PY)) CERM_REQUIRE_LLAMA=1 $(PY) -m pytest $(PYTEST_MARKERS)
 	$(MAKE) test-vllm
+	$(MAKE) test-rl
 
 # llama.cpp's OpenAI-compatible server, a real server for the openai backend's tests, in its own venv: a source build
 # (about 8 min once; pip caches the wheel, and the venv is reused while .venv-llama/.installed exists). The tests start
@@ -68,3 +70,26 @@ $(VLLM_VENV)/.installed: pyproject.toml
 
 test-vllm: venv-vllm
 	$(VLLM_PY) -m pytest -p no:cacheprovider tests/test_vllm.py $(wildcard tests/test_examples.py) -k vllm
+
+# OpenRLHF and veRL at pinned releases, for tests that run their own reward code (tests/test_rl_frameworks.py; TRL's
+# GRPOTrainer test there runs in the main venv, where TRL is). Their full dependencies (vLLM, DeepSpeed, flash-attn,
+# pinned transformers) are not needed on the reward path, so each is installed --no-deps with only what that path
+# imports; everything else (torch, transformers, aiohttp, cerm itself) comes from the main venv, which a .pth line puts
+# behind this venv's own packages. About 1 minute to build from pip's cache; reused while .venv-rl/.installed exists.
+RL_VENV ?= .venv-rl
+RL_PY   := $(RL_VENV)/bin/python
+
+venv-rl: $(RL_VENV)/.installed
+
+$(RL_VENV)/.installed: Makefile
+	python3 -m venv $(RL_VENV)
+	$(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" \
+	  > "$$($(RL_PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/cerm_main_venv.pth"
+	$(RL_PY) -m pip install -q --no-deps openrlhf==0.11.2 verl==0.9.1 omegaconf==2.4.0 \
+	  antlr4-python3-runtime==4.9.3 tensordict==0.10.0 pyvers==0.2.3 codetiming==1.4.0 pylatexenc==2.11 orjson==3.13.0
+	# Ray with its own (small) dependencies: veRL's reward loop imports it.
+	$(RL_PY) -m pip install -q ray==2.55.0
+	touch $@
+
+test-rl: venv-rl
+	CERM_REQUIRE_RL=1 $(RL_PY) -m pytest -p no:cacheprovider tests/test_rl_frameworks.py -k "openrlhf or verl"

@@ -12,12 +12,15 @@ writes benchmarks/results/reward_server_batching.json. Modes:
 response, computed in microseconds): the figures are then the server's own overhead, and `--staggered` sends the
 requests as OpenRLHF's rollout workers do, sample s of every prompt in wave s, waves apart in time, so samples of one
 prompt never share a micro-batch. Every reward is checked against its known value; the criteria turns are counted at
-the backend.
+the backend. `--client openrlhf` sends every sample through OpenRLHF's own reward client (0.11: its aiohttp POST with
+its retries, `SingleTurnAgentExecutor._fetch_rewards_via_http`, one sample per request, a wave's requests concurrent on
+one event loop as its rollout issues them); it needs openrlhf (`make venv-rl`, then run with .venv-rl/bin/python).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
 import json
 import platform
@@ -65,8 +68,28 @@ def _prompt(judge: Judge, question: str) -> str:
     return text
 
 
+def _openrlhf_post(executor: Any, waves: list[list[tuple[str, dict[str, Any]]]]) -> list[dict[str, Any]]:
+    """Every sample through OpenRLHF's own reward client, wave after wave, a wave's requests concurrent."""
+
+    async def send() -> list[dict[str, Any]]:
+        answers: list[dict[str, Any]] = []
+        for wave in waves:
+            calls = [executor._fetch_rewards_via_http(b["query"], b["prompts"], b["labels"]) for _, b in wave]
+            answers += [shards[0] for shards in await asyncio.gather(*calls)]
+        return answers
+
+    return asyncio.run(send())
+
+
 def run_once(
-    judge: Judge, *, max_batch_items: int, cache_size: int | None, requests: int, prompts: int, staggered: bool
+    judge: Judge,
+    *,
+    max_batch_items: int,
+    cache_size: int | None,
+    requests: int,
+    prompts: int,
+    staggered: bool,
+    client: str = "httpx",
 ) -> dict[str, Any]:
     counting = InstrumentedBackend(judge.backend)
     counted = Judge(counting, config=judge.config)
@@ -84,8 +107,14 @@ def run_once(
     app = create_app(counted, unscorable_reward=0.0, max_batch_items=max_batch_items, max_wait_ms=20, **kwargs)
     flat = [item for wave in waves for item in wave]
     with RewardServer(app) as server, ThreadPoolExecutor(len(flat)) as pool:
+        if client == "openrlhf":
+            from openrlhf.utils.agent import SingleTurnAgentExecutor  # imported before the clock starts
+
+            executor = SingleTurnAgentExecutor(remote_rm_url=server.url + "/get_reward")
         start = time.perf_counter()
-        if staggered:
+        if client == "openrlhf":
+            bodies = _openrlhf_post(executor, waves if staggered else [flat])
+        elif staggered:
             # One wave at a time: a prompt's samples arrive apart, never in the same micro-batch window.
             answers = []
             for wave in waves:
@@ -98,9 +127,11 @@ def run_once(
             )
         elapsed = time.perf_counter() - start
         stats = httpx.get(server.url + "/health").json()
-    assert all(a.status_code == 200 for a in answers), [a.text for a in answers if a.status_code != 200][:3]
+    if client != "openrlhf":
+        assert all(a.status_code == 200 for a in answers), [a.text for a in answers if a.status_code != 200][:3]
+        bodies = [a.json() for a in answers]
     if isinstance(judge.backend, MockBackend):
-        wrong = [r for (r, _), a in zip(flat, answers, strict=True) if a.json()["rewards"] != [hashed_score(r)]]
+        wrong = [r for (r, _), b in zip(flat, bodies, strict=True) if b["rewards"] != [hashed_score(r)]]
         assert not wrong, f"{len(wrong)} rewards differ from the scripted judge's known values"
     criteria_turns = _criteria_turns(counting)
     return {
@@ -125,6 +156,9 @@ def main() -> None:
     parser.add_argument("--judge", choices=["demo", "scripted"], default="demo")
     parser.add_argument("--judge-tokens", type=int, default=8)
     parser.add_argument("--staggered", action="store_true", help="send sample s of every prompt in wave s")
+    parser.add_argument(
+        "--client", choices=["httpx", "openrlhf"], default="httpx", help="openrlhf: OpenRLHF 0.11's own reward client"
+    )
     args = parser.parse_args()
     config = JudgeConfig(criteria_max_new_tokens=args.judge_tokens, evaluation_max_new_tokens=args.judge_tokens)
     judge = Judge(MockBackend(scripted), config=config) if args.judge == "scripted" else Judge("demo", config=config)
@@ -142,6 +176,7 @@ def main() -> None:
                 requests=args.requests,
                 prompts=args.prompts,
                 staggered=args.staggered,
+                client=args.client,
             )
             for _ in range(args.repeats)
         ]

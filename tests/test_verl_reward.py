@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -10,6 +12,7 @@ from _integration_helpers import failing_judge, mock_judge
 from _openai_servers import FaultServer
 from cerm import Judge, JudgeConfig
 from cerm.integrations import JudgeUnavailableError, VerlReward
+from cerm.integrations.verl import JudgeSettings, judge_settings
 
 
 def test_naive_and_batch_conventions() -> None:
@@ -138,3 +141,111 @@ def test_outage_of_an_openai_compatible_judge_raises_in_verl() -> None:
         assert [r["score"] for r in reward(solution_strs=["score=6 flaky"], extra_infos=[{"question": "Q"}])] == [6.0]
         backend.close()
     assert fault.count("flaky") == 3
+
+
+# -- a judge chosen by configuration alone (veRL's reward_kwargs, the environment, veRL's reward model router) --------
+def test_judge_settings_precedence() -> None:
+    tokenizer = type("Tok", (), {"name_or_path": "/models/ce-rm"})()
+    router = {"reward_router_address": "10.0.0.5:8123", "reward_model_tokenizer": tokenizer}
+    assert judge_settings({}, {}) == JudgeSettings("demo")
+    assert judge_settings(router, {}) == JudgeSettings("/models/ce-rm", "http://10.0.0.5:8123/v1")
+    env = {"CERM_JUDGE": "env-model", "CERM_JUDGE_BASE_URL": "http://env/v1", "CERM_CRITERIA_CACHE": "/tmp/c.sqlite"}
+    assert judge_settings(router, env) == JudgeSettings("env-model", "http://env/v1", "/tmp/c.sqlite")
+    kwargs = {"judge_model": "kw-model", "judge_base_url": "http://kw/v1", "criteria_cache": "/kw.sqlite", **router}
+    assert judge_settings(kwargs, env) == JudgeSettings("kw-model", "http://kw/v1", "/kw.sqlite")
+    with pytest.raises(ValueError, match="judge_model"):
+        judge_settings({"reward_router_address": "h:1"}, {})
+    with pytest.raises(TypeError, match="judge_model"):
+        judge_settings({"judge_model": 3}, {})
+
+
+def test_configured_reward_calls_the_judge_server_its_kwargs_name(tmp_path: Path) -> None:
+    with FaultServer().running() as server:
+        config = JudgeConfig(criteria_max_new_tokens=16, evaluation_max_new_tokens=16)
+        reward = VerlReward.configured(unscorable_score=-1.0, config=config, environ={})
+        kwargs = {"judge_model": "m", "judge_base_url": server.base_url, "criteria_cache": str(tmp_path / "c.sqlite")}
+        info = {"question": "What is 2+2?"}
+        first = reward(data_source="d", solution_str="score=7", ground_truth="", extra_info=info, **kwargs)
+        second = reward(data_source="d", solution_str="score=3", ground_truth="", extra_info=info, **kwargs)
+        assert (first["score"], second["score"]) == (7.0, 3.0)
+        assert sum(1 for s in server.seen if len(s.body["messages"]) == 1) == 1  # criteria from the shared cache
+        assert {s.body["model"] for s in server.seen} == {"m"}
+        # A fresh reward function (another veRL worker process) on the same cache file: no criteria turn at all.
+        other = VerlReward.configured(unscorable_score=-1.0, config=config, environ={})
+        assert other(data_source="d", solution_str="score=9", ground_truth="", extra_info=info, **kwargs)["score"] == 9
+        assert sum(1 for s in server.seen if len(s.body["messages"]) == 1) == 1
+
+
+def test_concurrent_responses_of_a_prompt_share_one_criteria_turn(tmp_path: Path) -> None:
+    """veRL 0.9 scores each response alone, from several threads at once: while a prompt's criteria are not cached,
+    one call generates them and the others wait for them, instead of each paying (and maybe differing in) its own."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    n = 8
+    all_checked = threading.Barrier(n, timeout=60)
+    seen = threading.local()
+
+    class Gated(VerlReward):
+        def _uncached(self, judge: Judge, items: Any) -> list[str]:  # type: ignore[override]
+            missing = VerlReward._uncached(judge, items)
+            if not getattr(seen, "once", False):  # every thread has found the criteria missing before any goes on
+                seen.once = True
+                all_checked.wait()
+            return missing
+
+    with FaultServer().running() as server:
+        config = JudgeConfig(criteria_max_new_tokens=16, evaluation_max_new_tokens=16)
+        reward = Gated.configured(unscorable_score=-1.0, config=config, environ={})
+        kwargs = {"judge_model": "m", "judge_base_url": server.base_url, "criteria_cache": str(tmp_path / "c.sqlite")}
+        info = {"question": "What is 2+2?"}
+        with ThreadPoolExecutor(n) as pool:
+            results = list(
+                pool.map(
+                    lambda s: reward(data_source="d", solution_str=f"score={s}", extra_info=info, **kwargs), range(n)
+                )
+            )
+    assert [r["score"] for r in results] == [float(s) for s in range(n)]
+    assert sum(1 for s in server.seen if len(s.body["messages"]) == 1) == 1
+
+
+def _score_in_a_worker_process(barrier: Any, results: Any, base_url: str, cache: str, score: int) -> None:
+    """One veRL reward worker process: finds the prompt's criteria missing, waits until the other process has too,
+    then scores its response."""
+    passed = []
+
+    class Gated(VerlReward):
+        def _uncached(self, judge: Judge, items: Any) -> list[str]:  # type: ignore[override]
+            missing = VerlReward._uncached(judge, items)
+            if not passed:
+                passed.append(True)
+                barrier.wait()
+            return missing
+
+    config = JudgeConfig(criteria_max_new_tokens=16, evaluation_max_new_tokens=16)
+    reward = Gated.configured(unscorable_score=-1.0, config=config, environ={})
+    kwargs = {"judge_model": "m", "judge_base_url": base_url, "criteria_cache": cache}
+    result = reward(data_source="d", solution_str=f"score={score}", extra_info={"question": "What is 2+2?"}, **kwargs)
+    results.put(result["score"])
+
+
+def test_worker_processes_sharing_a_cache_file_share_one_criteria_turn(tmp_path: Path) -> None:
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(2, timeout=120), context.Queue()
+    with FaultServer().running() as server:
+        workers = [
+            context.Process(
+                target=_score_in_a_worker_process,
+                args=(barrier, results, server.base_url, str(tmp_path / "c.sqlite"), score),
+            )
+            for score in (4, 6)
+        ]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(300)
+        assert [w.exitcode for w in workers] == [0, 0]
+        assert sorted(results.get(timeout=10) for _ in workers) == [4.0, 6.0]
+    assert sum(1 for s in server.seen if len(s.body["messages"]) == 1) == 1

@@ -12,21 +12,29 @@ The contract, as OpenRLHF's trainer uses it:
 * answer: ``{"rewards": [float], "scores": [float], "extra_logs": {name: [float]}}``, one value per sample.
   ``rewards`` drive the advantages, ``scores`` the dynamic filtering, ``extra_logs`` are logged.
 
-How cerm reads a sample: the response is ``query`` minus its ``prompts`` prefix (when the prompt is not a prefix but
-occurs in the query, e.g. after a BOS token, the text after its first occurrence; otherwise the sample is UNSCORABLE),
-with trailing end-of-turn markers (``<|im_end|>``, ``<|eot_id|>``, ``</s>``, ...) removed. The judge's query is the
-last user turn of a ChatML (``<|im_start|>user``) or Llama-3 (``<|start_header_id|>user``) templated prompt, else the
-prompt text as it is; pass ``query_fn`` for other templates. Labels are accepted and ignored: CE-RM judges without a
-reference answer.
+How cerm reads a sample (:func:`separate_response`): the response is ``query`` minus its ``prompts`` prefix (when the
+prompt is not a prefix but occurs in the query, e.g. after a BOS token, the text after its first occurrence), with
+trailing end-of-turn markers removed (:data:`DEFAULT_END_MARKERS`: ChatML, Llama 3, Gemma, Mistral, Phi-3; add more
+with ``end_markers``). The judge's query is the last user turn of a ChatML, Llama 3, Gemma, Phi-3 or Mistral prompt,
+else the prompt text as it is; ``query_fn`` (a function of the prompt) or ``query_field`` (a request field such as
+``labels``) change that, and ``response_fn`` post-processes the response. Labels are otherwise ignored: CE-RM judges
+without a reference answer.
+
+A prompt the policy truncated: OpenRLHF cuts long prompts from the LEFT to fit its window but sends the full prompt
+text. A sample that starts with the prompt's end is recognised, its response separated after it, and the judge reads
+the prompt as sent (its last user turn, in full); the sample is flagged ``prompt_truncated`` in ``"cerm"`` and
+``extra_logs["cerm_prompt_truncated"]``. A sample holding neither the prompt nor its end is UNSCORABLE.
 
 UNSCORABLE samples: OpenRLHF needs a number for every sample, so the server answers ``unscorable_reward`` for them, a
 value the operator MUST choose (no default), and says so per sample: ``extra_logs["cerm_scorable"]`` is 1.0 or 0.0 and
-the extra top-level field ``"cerm"`` lists ``{"status", "score", "reason"}`` per sample (OpenRLHF ignores it).
+the extra top-level field ``"cerm"`` lists ``{"status", "score", "reason", "prompt_truncated"}`` per sample (OpenRLHF
+ignores it).
 
 ERROR samples (no judgment: the judge's generation failed, e.g. its server is down or out of memory) are never
 given a reward: the request answers HTTP 503 with ``{"error": "...", "cerm": [...]}`` naming the failed samples, so
-OpenRLHF's client retries it and, when the failure persists, stops the run loudly instead of training on an invented
-number. Only the requests that hold an errored sample fail; the others merged with them in a micro-batch are answered.
+OpenRLHF's client retries it (5 attempts) and, when the failure persists, OpenRLHF 0.11.2's rollout logs the error and
+keeps that sample without a reward, rather than training on an invented number. Only the requests that hold an errored
+sample fail; the others merged with them in a micro-batch are answered.
 
 Concurrent requests are merged by a :class:`~cerm.integrations._batching.MicroBatcher` into large judge calls. Every
 request is checked on its own before it joins a batch (:func:`cerm.validate_item`): malformed bodies and invalid text
@@ -56,6 +64,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from cerm._cache import MemoryCriteriaCache
@@ -79,39 +88,73 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("cerm")
 
-__all__ = ["DEFAULT_END_MARKERS", "RewardServer", "create_app", "openrlhf_query", "split_sample"]
+__all__ = [
+    "DEFAULT_END_MARKERS",
+    "RewardServer",
+    "Separated",
+    "create_app",
+    "openrlhf_query",
+    "separate_response",
+    "split_sample",
+    "strip_end_markers",
+]
 
-#: End-of-turn / padding markers stripped from the end of a response (tokenizers decode them as text).
-DEFAULT_END_MARKERS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end_of_text|>", "<|end|>", "</s>", "<eos>")
+#: End-of-turn / padding markers stripped from the end of a response (tokenizers decode them as text), for the common
+#: chat templates: ChatML (Qwen, SmolLM) ``<|im_end|>`` ``<|endoftext|>``; Llama 3 ``<|eot_id|>`` ``<|eom_id|>``
+#: ``<|end_of_text|>``; Gemma ``<end_of_turn>`` ``<eos>``; Mistral / Llama 2 ``</s>``; Phi-3 ``<|end|>``.
+DEFAULT_END_MARKERS = (
+    "<|im_end|>",
+    "<|endoftext|>",
+    "<|eot_id|>",
+    "<|eom_id|>",
+    "<|end_of_text|>",
+    "<end_of_turn>",
+    "<eos>",
+    "</s>",
+    "<|end|>",
+)
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 DEFAULT_MAX_ITEMS_PER_REQUEST = 4096
 #: Criteria sets kept by the server's own cache (one per prompt and criteria sample; least recently used evicted).
 DEFAULT_CRITERIA_CACHE_SIZE = 65536
+#: A truncated prompt is recognised by its last characters reappearing at the start of the sample (see
+#: :func:`separate_response`); shorter tails than this are too likely to match by chance.
+_MIN_TAIL_CHARS = 16
 
-_CHATML_USER = re.compile(r"<\|im_start\|>user\s*\n(.*?)(?:<\|im_end\|>|$)", re.DOTALL)
-_LLAMA3_USER = re.compile(r"<\|start_header_id\|>user<\|end_header_id\|>\s*(.*?)(?:<\|eot_id\|>|$)", re.DOTALL)
+#: The last user turn of the common chat templates, tried in this order (the first template that matches wins).
+_USER_TURNS = (
+    re.compile(r"<\|im_start\|>user\s*\n(.*?)(?:<\|im_end\|>|$)", re.DOTALL),  # ChatML
+    re.compile(r"<\|start_header_id\|>user<\|end_header_id\|>\s*(.*?)(?:<\|eot_id\|>|$)", re.DOTALL),  # Llama 3
+    re.compile(r"<start_of_turn>user\s*\n(.*?)(?:<end_of_turn>|$)", re.DOTALL),  # Gemma
+    re.compile(r"<\|user\|>\s*\n?(.*?)(?:<\|end\|>|$)", re.DOTALL),  # Phi-3
+    re.compile(r"\[INST\](.*?)\[/INST\]", re.DOTALL),  # Mistral / Llama 2
+)
 
 
 def openrlhf_query(prompt: str) -> str:
-    """The judge's query for a templated prompt: the last ChatML or Llama-3 user turn, else the prompt itself."""
-    for pattern in (_CHATML_USER, _LLAMA3_USER):
+    """The judge's query for a templated prompt: the last user turn of a ChatML, Llama 3, Gemma, Phi-3 or Mistral
+    prompt (system prompt and earlier turns are not shown to the judge), else the prompt itself."""
+    for pattern in _USER_TURNS:
         turns = pattern.findall(prompt)
         if turns:
             return str(turns[-1]).strip()
     return prompt.strip()
 
 
-def split_sample(
-    query: str, prompt: str, end_markers: Sequence[str] = DEFAULT_END_MARKERS
-) -> tuple[str | None, str | None]:
-    """``(response, None)`` from OpenRLHF's full text and its prompt, or ``(None, reason)`` when the prompt is not in
-    the text. Trailing end markers (and the whitespace around them) are removed from the response."""
-    if query.startswith(prompt):
-        response = query[len(prompt) :]
-    elif prompt and prompt in query:
-        response = query[query.index(prompt) + len(prompt) :]
-    else:
-        return None, "the query text does not contain its prompt, so the response cannot be separated from it"
+@dataclass(frozen=True)
+class Separated:
+    """A sample's response as :func:`separate_response` found it: ``response`` (None when it could not be separated,
+    then ``reason`` says why) and ``prompt_truncated``: the sample text held only the END of the prompt, because the
+    policy side cut the prompt from the left to fit its context window (OpenRLHF does, and still sends the full prompt
+    text in ``prompts``)."""
+
+    response: str | None
+    reason: str | None = None
+    prompt_truncated: bool = False
+
+
+def strip_end_markers(response: str, end_markers: Sequence[str] = DEFAULT_END_MARKERS) -> str:
+    """``response`` without the end-of-turn markers (and the whitespace around them) at its end, repeatedly."""
     changed = True
     while changed:
         changed = False
@@ -120,7 +163,57 @@ def split_sample(
             if marker and stripped.endswith(marker):
                 response, changed = stripped[: -len(marker)], True
                 break
-    return response.strip(), None
+    return response.strip()
+
+
+def _after_truncated_prompt(query: str, prompt: str) -> int | None:
+    """Where the response starts when ``query`` begins with the tail of ``prompt`` (a left-truncated prompt), else
+    None. The longest such tail wins; a decoding cut inside a multi-byte character (U+FFFD) is skipped."""
+    start = len(query) - len(query.lstrip("\ufffd"))
+    anchor = prompt[-_MIN_TAIL_CHARS:]
+    if len(prompt) < _MIN_TAIL_CHARS:
+        return None
+    best = None
+    at = query.find(anchor, start)
+    while at != -1:
+        end = at + len(anchor)
+        head = query[start:end]
+        if len(head) < len(prompt) and prompt.endswith(head):
+            best = end
+        at = query.find(anchor, at + 1)
+    return best
+
+
+def separate_response(query: str, prompt: str, end_markers: Sequence[str] = DEFAULT_END_MARKERS) -> Separated:
+    """The response inside OpenRLHF's full sample text ``query`` given its ``prompt``.
+
+    In order: ``query`` starts with ``prompt``; ``prompt`` occurs in ``query`` (e.g. after a BOS token): the text after
+    its first occurrence; ``query`` starts with the last characters of ``prompt`` (the policy cut the prompt from the
+    left): the text after that tail, flagged ``prompt_truncated``. Otherwise the response cannot be told apart.
+    Trailing ``end_markers`` are removed.
+    """
+    truncated = False
+    if query.startswith(prompt):
+        response = query[len(prompt) :]
+    elif prompt and prompt in query:
+        response = query[query.index(prompt) + len(prompt) :]
+    else:
+        cut = _after_truncated_prompt(query, prompt)
+        if cut is None:
+            return Separated(
+                None, "the query text does not contain its prompt, so the response cannot be separated from it"
+            )
+        response, truncated = query[cut:], True
+    return Separated(strip_end_markers(response, end_markers), None, truncated)
+
+
+def split_sample(
+    query: str, prompt: str, end_markers: Sequence[str] = DEFAULT_END_MARKERS
+) -> tuple[str | None, str | None]:
+    """``(response, None)`` from OpenRLHF's full text and its prompt, or ``(None, reason)`` when the prompt is not in
+    the text (see :func:`separate_response`, which also says whether the prompt was truncated)."""
+    separated = separate_response(query, prompt, end_markers)
+    return separated.response, separated.reason
 
 
 class _BadRequest(Exception):
@@ -164,6 +257,8 @@ def create_app(
     max_items_per_request: int = DEFAULT_MAX_ITEMS_PER_REQUEST,
     query_fn: Callable[[str], str] = openrlhf_query,
     end_markers: Sequence[str] = DEFAULT_END_MARKERS,
+    query_field: str | None = None,
+    response_fn: Callable[[str], str] | None = None,
     criteria_cache_size: int = DEFAULT_CRITERIA_CACHE_SIZE,
     api_key: str | None = None,
     tie_break: TieBreak | None = None,
@@ -180,8 +275,15 @@ def create_app(
             that long after the first one for others to arrive.
         max_body_bytes: larger request bodies are refused with 413 before they are read whole.
         max_items_per_request: more samples in one request is a 413.
-        query_fn: prompt text -> the judge's query (default :func:`openrlhf_query`).
-        end_markers: markers stripped from the end of a response.
+        query_fn: prompt text -> the judge's query (default :func:`openrlhf_query`: the last user turn of the common
+            chat templates, else the prompt).
+        end_markers: markers stripped from the end of a response (default :data:`DEFAULT_END_MARKERS`, the common
+            templates' end-of-turn markers; pass ``(*DEFAULT_END_MARKERS, "<|my_end|>")`` to add one).
+        query_field: take the judge's query from this request field instead of the prompt: a list with one string
+            per sample, e.g. ``"labels"`` when OpenRLHF's ``--label_key`` names a dataset column holding the plain
+            question. A request without it is a 422. ``query_fn`` is then unused.
+        response_fn: response text (after the prompt, end markers removed) -> the text the judge sees, e.g. to cut a
+            reasoning block; an exception it raises makes that sample UNSCORABLE with the reason.
         criteria_cache_size: when the judge has no criteria cache, the server judges through one of its own, a
             :class:`~cerm.MemoryCriteriaCache` of this many entries, so the samples of one prompt share one criteria
             set however they arrive; 0 turns it off. The judge's own cache (``Judge(..., cache=...)``) is used as is.
@@ -203,6 +305,9 @@ def create_app(
         raise ValueError(f"criteria_cache_size must be >= 0, got {criteria_cache_size}")
     if api_key is not None and not api_key:
         raise ValueError("api_key must not be empty (None turns authentication off)")
+    if query_field is not None and (not query_field or query_field in ("query", "prompts")):
+        raise ValueError(f"query_field must name a request field other than 'query' and 'prompts', got {query_field!r}")
+    end_markers = tuple(end_markers)
     reward_scale = as_scale(scale)
     if judge.cache is None and criteria_cache_size:
         # The caller's judge stays as it is: the server judges through a Judge on the same backend and config.
@@ -251,7 +356,8 @@ def create_app(
             raise _BadRequest(422, f"request body must be a JSON object, got {type(body).__name__}")
         return body
 
-    def parse(body: dict[str, Any]) -> list[Pair]:
+    def parse(body: dict[str, Any]) -> tuple[list[Pair], list[bool]]:
+        """The judge's (query, response) pairs of a request, and per sample whether its prompt arrived truncated."""
         queries = _string_list(body, "query", required=True)
         prompts = _string_list(body, "prompts", required=False)
         assert queries is not None
@@ -264,19 +370,42 @@ def create_app(
         labels = body.get("labels")
         if labels is not None and (not isinstance(labels, list) or len(labels) != len(queries)):
             raise _BadRequest(422, "'labels', when given, must be a list with one entry per query")
+        judge_queries: list[str] | None = None
+        if query_field is not None:
+            judge_queries = _string_list(body, query_field, required=True)
+            assert judge_queries is not None
+            if len(judge_queries) != len(queries):
+                raise _BadRequest(422, f"'{query_field}' has {len(judge_queries)} items but 'query' has {len(queries)}")
         if len(queries) > max_items_per_request:
             raise _BadRequest(413, f"{len(queries)} samples in one request exceed the limit of {max_items_per_request}")
         pairs: list[Pair] = []
+        truncated: list[bool] = []
         for i, (text, prompt) in enumerate(zip(queries, prompts, strict=True)):
-            response, reason = split_sample(text, prompt, end_markers)
+            separated = separate_response(text, prompt, end_markers)
+            truncated.append(separated.prompt_truncated)
+            response = separated.response
             if response is None:
-                pairs.append((None, "", reason))
+                pairs.append((None, "", separated.reason))
                 continue
-            try:
-                judge_query: str | None = query_fn(prompt)
-            except (TypeError, ValueError) as exc:
-                pairs.append((None, "", f"could not derive the judge's query from the prompt: {exc}"))
-                continue
+            if response_fn is not None:
+                try:
+                    response = response_fn(response)
+                except Exception as exc:  # the user's function; its failure is this sample's, reported as its reason
+                    pairs.append((None, "", f"response_fn failed: {type(exc).__name__}: {exc}"))
+                    continue
+                if not isinstance(response, str):
+                    pairs.append((None, "", f"response_fn returned {type(response).__name__}, not a string"))
+                    continue
+            judge_query: str | None
+            if judge_queries is not None:
+                judge_query = judge_queries[i]
+            else:
+                try:
+                    # The prompt as sent, even when the policy saw only its end: the judge judges the whole question.
+                    judge_query = query_fn(prompt)
+                except Exception as exc:  # the user's function (or the default); this sample alone is unscorable
+                    pairs.append((None, "", f"could not derive the judge's query from the prompt: {exc}"))
+                    continue
             if not isinstance(judge_query, str) or not judge_query.strip():
                 pairs.append((None, "", "the judge's query (derived from the prompt) is empty"))
                 continue
@@ -287,7 +416,14 @@ def create_app(
             except (TypeError, ValueError) as exc:
                 raise _BadRequest(400, f"sample {i}: {exc}") from None
             pairs.append((judge_query, response, None))
-        return pairs
+        if any(truncated):
+            logger.info(
+                "%d of %d samples came with a prompt the policy truncated from the left; the judge reads the full "
+                "prompt as sent (flagged prompt_truncated)",
+                sum(truncated),
+                len(truncated),
+            )
+        return pairs, truncated
 
     def authorized(request: Any) -> bool:
         if expected_auth is None:
@@ -295,9 +431,15 @@ def create_app(
         given = request.headers.get("authorization", "").encode("utf-8", "surrogateescape")
         return hmac.compare_digest(given, expected_auth)
 
-    def answer(outcomes: list[Outcome]) -> Any:
+    def answer(outcomes: list[Outcome], truncated: list[bool]) -> Any:
         details = [
-            {"status": outcome_status(o), "score": outcome_score(o), "reason": outcome_reason(o)} for o in outcomes
+            {
+                "status": outcome_status(o),
+                "score": outcome_score(o),
+                "reason": outcome_reason(o),
+                "prompt_truncated": cut,
+            }
+            for o, cut in zip(outcomes, truncated, strict=True)
         ]
         errored = [i for i, o in enumerate(outcomes) if isinstance(o, Judgment) and o.errored]
         if errored:
@@ -315,7 +457,8 @@ def create_app(
             value = scaled(score, reward_scale)
             rewards.append(unscorable_reward if value is None else value)
             scorable.append(0.0 if score is None else 1.0)
-        return {"rewards": rewards, "scores": list(rewards), "extra_logs": {"cerm_scorable": scorable}, "cerm": details}
+        extra_logs = {"cerm_scorable": scorable, "cerm_prompt_truncated": [float(cut) for cut in truncated]}
+        return {"rewards": rewards, "scores": list(rewards), "extra_logs": extra_logs, "cerm": details}
 
     def unauthorized() -> Any:
         return JSONResponse(
@@ -328,17 +471,22 @@ def create_app(
         if not authorized(request):
             return unauthorized()
         try:
-            pairs = parse(await read_body(request))
+            pairs, truncated = parse(await read_body(request))
         except _BadRequest as bad:
             logger.info("rejected a reward request (%d): %s", bad.status, bad.message)
             return error(bad.status, bad.message)
         if not pairs:
-            return {"rewards": [], "scores": [], "extra_logs": {"cerm_scorable": []}, "cerm": []}
+            return {
+                "rewards": [],
+                "scores": [],
+                "extra_logs": {"cerm_scorable": [], "cerm_prompt_truncated": []},
+                "cerm": [],
+            }
         try:
             outcomes = await batcher.submit(pairs)
         except Exception as exc:  # the judge call failed for this batch (logged by the batcher); answer, keep serving
             return error(500, f"judging failed: {type(exc).__name__}: {exc}")
-        return answer(outcomes)
+        return answer(outcomes, truncated)
 
     async def health(request: Any) -> Any:
         if not authorized(request):

@@ -9,6 +9,12 @@ None, and counted apart: ``<name>/error_fraction`` beside ``<name>/unscorable_fr
 an outage of the judge is visible in the training metrics instead of passing for the judge's verdict. A function
 whose ``__call__`` is ``async`` is awaited by TRL, concurrently with other async reward functions.
 
+Beside OTHER reward functions, TRL's default ``multi_objective_aggregation="sum_then_normalize"`` sums the functions'
+rewards with NaN counted as 0, so a completion the judge could not score is punished as if the policy had earned 0.
+Pass ``GRPOConfig(multi_objective_aggregation="normalize_then_sum")`` to keep it neutral. The reward function cannot
+see the trainer when it is built; at its first call it finds the trainer behind TRL's ``log_metric`` hook and logs a
+warning when it is one of several reward functions under ``sum_then_normalize``.
+
 Nothing here imports TRL: the reward functions are plain callables, so this module loads without it.
 
 >>> from trl import GRPOTrainer                                          # doctest: +SKIP
@@ -71,6 +77,7 @@ class _RewardFuncBase:
         self.log = log
         #: The judgments of the last call, in completion order (None where the query could not be derived).
         self.last_judgments: list[Judgment | None] = []
+        self._aggregation_checked = False
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.judge!r}, scale={self.scale}, name={self.__name__!r})"
@@ -84,6 +91,23 @@ class _RewardFuncBase:
             pairs.append((query, self.response_fn(completion), reason))
         return Grouping.build(pairs)
 
+    def _check_aggregation(self, kwargs: dict[str, Any]) -> None:
+        """Warn once when TRL will sum this function's None (NaN) rewards as 0 beside other reward functions."""
+        if self._aggregation_checked:
+            return
+        self._aggregation_checked = True
+        trainer = getattr(kwargs.get("log_metric"), "__self__", None)  # TRL passes the trainer's bound method
+        aggregation = getattr(trainer, "multi_objective_aggregation", None)
+        funcs = getattr(trainer, "reward_funcs", None)
+        if aggregation == "sum_then_normalize" and isinstance(funcs, Sequence) and len(funcs) > 1:
+            logger.warning(
+                "%s is one of %d reward functions under TRL's multi_objective_aggregation='sum_then_normalize', which "
+                "adds an unscorable completion's None (NaN) as 0: the judge's failures then count against the policy. "
+                "Set GRPOConfig(multi_objective_aggregation='normalize_then_sum') to keep them neutral.",
+                self.__name__,
+                len(funcs),
+            )
+
     def _untie(
         self, decided: Sequence[tuple[list[Judgment], TieBreakReport]], kwargs: dict[str, Any]
     ) -> list[list[Judgment]]:
@@ -96,6 +120,7 @@ class _RewardFuncBase:
         return [judgments for judgments, _ in decided]
 
     def _rewards(self, outcomes: list[Outcome], kwargs: dict[str, Any]) -> list[float | None]:
+        self._check_aggregation(kwargs)
         self.last_judgments = [o if isinstance(o, Judgment) else None for o in outcomes]
         rewards = [scaled(outcome_score(o), self.scale) for o in outcomes]
         failed = [o for o in outcomes if isinstance(o, Judgment) and o.errored]

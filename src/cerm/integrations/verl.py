@@ -1,18 +1,28 @@
-"""veRL: a CE-RM judge as veRL's custom reward function (``custom_reward_function.path`` / ``.name``).
+"""veRL: a CE-RM judge as veRL's custom reward function.
 
-veRL's reward managers call the custom function with keyword arguments only:
+Configure it with ``reward.custom_reward_function.path=<file>`` and ``reward.custom_reward_function.name=<function>``
+(veRL 0.9; veRL 0.7/0.8 read the top-level ``custom_reward_function.path`` / ``.name``). veRL's reward managers call
+the function with keyword arguments only:
 
-* the ``naive`` manager, once per response:
-  ``compute_score(data_source=..., solution_str=..., ground_truth=..., extra_info=...)``;
-* the ``batch`` manager, once per batch:
+* the current managers (``naive``, ``dapo``, ``gdpo``, ``rate_limited``, ``remote`` in veRL 0.9), once per response:
+  ``compute_score(data_source=..., solution_str=..., ground_truth=..., extra_info=..., **reward_kwargs)``, from
+  ``reward.num_workers`` CPU actors (8 by default), each running calls concurrently. When a reward model is enabled
+  (``reward.reward_model.enable``), veRL also passes ``reward_router_address`` (``host:port`` of an OpenAI-compatible
+  server for that model) and ``reward_model_tokenizer``; ``reward_kwargs`` come from
+  ``reward.custom_reward_function.reward_kwargs``;
+* the ``batch`` manager of older releases, once per batch:
   ``compute_score(data_sources=[...], solution_strs=[...], ground_truths=[...], extra_infos=[...])``.
 
-:class:`VerlReward` answers both (its ``__call__`` dispatches on the keyword names). Use the ``batch`` manager: the
-responses of one prompt are then judged under one shared criteria set in one backend call, where the ``naive`` manager
-pays a criteria turn per response.
+:class:`VerlReward` answers both (its ``__call__`` dispatches on the keyword names). Since each response is scored
+alone in veRL 0.9, the criteria of a prompt are shared through the judge's criteria cache: give the judge a SQLite
+criteria cache file that every worker process opens (``criteria_cache`` / ``$CERM_CRITERIA_CACHE`` with
+:meth:`VerlReward.configured`), so a prompt's criteria are generated once and read by every later response of it.
+While a prompt's criteria are not cached yet, one call generates them and the others for that prompt wait for them: a
+lock per prompt inside a worker process, and a POSIX record lock on a file beside the SQLite cache across processes.
 
-veRL gives the function the decoded response only, not the prompt, so the judge's query comes from ``extra_info``
-(veRL's example preprocessors store the question there as ``extra_info["question"]``); see ``query_keys``.
+veRL gives the function the decoded response only (special tokens skipped), not the prompt, so the judge's query comes
+from ``extra_info`` (veRL's example preprocessors store the question there as ``extra_info["question"]``); see
+``query_keys``.
 
 veRL writes the returned value into its reward tensor, so it needs a number for EVERY response, including the ones the
 judge could not score. cerm does not invent that number: ``unscorable_score`` is a required argument and the returned
@@ -26,11 +36,19 @@ value with ``scorable`` False, ``errored`` True and the reason.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
 import logging
+import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from cerm._cache import SQLiteCriteriaCache
+from cerm._config import JudgeConfig
 from cerm._judge import Judge
 from cerm._types import Judgment
 from cerm.integrations._common import (
@@ -46,7 +64,7 @@ from cerm.integrations._common import (
 
 logger = logging.getLogger("cerm")
 
-__all__ = ["JudgeUnavailableError", "VerlReward"]
+__all__ = ["JudgeSettings", "JudgeUnavailableError", "VerlReward", "judge_settings"]
 
 
 class JudgeUnavailableError(RuntimeError):
@@ -56,6 +74,55 @@ class JudgeUnavailableError(RuntimeError):
 
 #: Where the query is looked for in ``extra_info``, in order (the first present key wins).
 DEFAULT_QUERY_KEYS = ("question", "query", "prompt")
+
+
+@dataclass(frozen=True)
+class JudgeSettings:
+    """Which judge :meth:`VerlReward.configured` builds: a model name, served at ``base_url`` (an OpenAI-compatible
+    ``/v1`` endpoint) when given, else loaded in the worker; ``criteria_cache`` a SQLite file shared by the workers."""
+
+    model: str
+    base_url: str | None = None
+    criteria_cache: str | None = None
+
+
+def judge_settings(
+    call_kwargs: Mapping[str, Any], environ: Mapping[str, str] | None = None, default_model: str = "demo"
+) -> JudgeSettings:
+    """The judge a veRL reward call asks for, from (first found wins, per setting):
+
+    * the call's keyword arguments, i.e. veRL's ``reward.custom_reward_function.reward_kwargs``: ``judge_model``,
+      ``judge_base_url``, ``criteria_cache``;
+    * the environment: ``CERM_JUDGE`` (model), ``CERM_JUDGE_BASE_URL``, ``CERM_CRITERIA_CACHE``;
+    * veRL's reward model, when it is enabled: ``reward_router_address`` (``host:port``) becomes
+      ``http://host:port/v1`` and the model name is ``reward_model_tokenizer.name_or_path`` (the reward model's path,
+      which is the name veRL's rollout server serves it under);
+    * ``default_model``, loaded in the worker.
+    """
+    env = os.environ if environ is None else environ
+
+    def pick(key: str, env_key: str) -> str | None:
+        value = call_kwargs.get(key)
+        if value is None or value == "":
+            value = env.get(env_key) or None
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"{key} must be a string, got {type(value).__name__}")
+        return value
+
+    model = pick("judge_model", "CERM_JUDGE")
+    base_url = pick("judge_base_url", "CERM_JUDGE_BASE_URL")
+    router = call_kwargs.get("reward_router_address")
+    if base_url is None and router:
+        base_url = str(router) if "://" in str(router) else f"http://{router}/v1"
+        if model is None:
+            tokenizer = call_kwargs.get("reward_model_tokenizer")
+            model = getattr(tokenizer, "name_or_path", None) or None
+            if model is None:
+                raise ValueError(
+                    "veRL passed reward_router_address but no reward_model_tokenizer to name the served model: set "
+                    "judge_model in reward.custom_reward_function.reward_kwargs (or $CERM_JUDGE)"
+                )
+    return JudgeSettings(model or default_model, base_url, pick("criteria_cache", "CERM_CRITERIA_CACHE"))
 
 
 class VerlReward:
@@ -111,6 +178,50 @@ class VerlReward:
         self.query_fn = query_fn
         self.return_dict = return_dict
         self.__name__ = name
+        self._configured = False
+        self._prompt_locks: dict[str, threading.Lock] = {}
+        self._judges: dict[JudgeSettings, Judge] = {}
+        self._judge_config: JudgeConfig | None = None
+        self._default_model = "demo"
+        self._environ: Mapping[str, str] | None = None
+
+    @classmethod
+    def configured(
+        cls,
+        *,
+        unscorable_score: float,
+        config: JudgeConfig | None = None,
+        default_model: str = "demo",
+        environ: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> VerlReward:
+        """A reward function whose judge is chosen by configuration alone, at the first call in each worker: veRL's
+        ``reward_kwargs``, the environment, or veRL's own reward model router (see :func:`judge_settings`). One judge
+        is built per distinct setting in a process and reused. ``kwargs`` are :class:`VerlReward`'s other arguments.
+        """
+        reward = cls(lambda: Judge(default_model, config=config), unscorable_score=unscorable_score, **kwargs)
+        reward._judge_config = config
+        reward._default_model = default_model
+        reward._environ = environ
+        reward._configured = True
+        return reward
+
+    def judge_for(self, call_kwargs: Mapping[str, Any]) -> Judge:
+        """The judge for a call with these keyword arguments (always :attr:`judge` unless built by
+        :meth:`configured`)."""
+        if not self._configured:
+            return self.judge
+        settings = judge_settings(call_kwargs, self._environ, self._default_model)
+        with self._lock:
+            judge = self._judges.get(settings)
+            if judge is None:
+                backend: dict[str, Any] = {} if settings.base_url is None else {"backend": "openai"}
+                if settings.base_url is not None:
+                    backend["base_url"] = settings.base_url
+                logger.info("veRL reward: building the judge %s", settings)
+                judge = Judge(settings.model, config=self._judge_config, cache=settings.criteria_cache, **backend)
+                self._judges[settings] = judge
+        return judge
 
     @property
     def judge(self) -> Judge:
@@ -138,10 +249,11 @@ class VerlReward:
         solution_str: str = "",
         ground_truth: Any = None,
         extra_info: Mapping[str, Any] | None = None,
-        **_: Any,
+        **kwargs: Any,
     ) -> dict[str, Any] | float:
-        """One response (veRL's ``naive`` manager). Costs a criteria turn of its own: prefer the batch form."""
-        return self.compute_score_batch([data_source], [solution_str], [ground_truth], [extra_info])[0]
+        """One response (veRL 0.9's managers). Its prompt's criteria come from the judge's criteria cache when an
+        earlier response of that prompt wrote them there; otherwise this call generates them."""
+        return self.compute_score_batch([data_source], [solution_str], [ground_truth], [extra_info], **kwargs)[0]
 
     def compute_score_batch(
         self,
@@ -149,11 +261,11 @@ class VerlReward:
         solution_strs: Sequence[str] = (),
         ground_truths: Sequence[Any] | None = None,
         extra_infos: Sequence[Mapping[str, Any] | None] | None = None,
-        **_: Any,
+        **kwargs: Any,
     ) -> list[dict[str, Any] | float]:
-        """A batch of responses (veRL's ``batch`` manager): one ``judge_batch`` for all of them, grouped by query."""
+        """A batch of responses (the ``batch`` manager of older veRL): one ``judge_batch`` for all, grouped by query."""
         grouping = self._group(data_sources, solution_strs, ground_truths, extra_infos)
-        results = self.judge.judge_batch(grouping.items) if grouping.items else []
+        results = self._judge_once_per_prompt(self.judge_for(kwargs), grouping.items) if grouping.items else []
         return self._results(grouping.scatter(results))
 
     async def acompute_score(
@@ -162,10 +274,11 @@ class VerlReward:
         solution_str: str = "",
         ground_truth: Any = None,
         extra_info: Mapping[str, Any] | None = None,
-        **_: Any,
+        **kwargs: Any,
     ) -> dict[str, Any] | float:
-        """Async form of :meth:`compute_score`, for veRL's asynchronous reward loop."""
-        return (await self.acompute_score_batch([data_source], [solution_str], [ground_truth], [extra_info]))[0]
+        """Async form of :meth:`compute_score`: veRL's managers await a coroutine function on their event loop."""
+        batch = await self.acompute_score_batch([data_source], [solution_str], [ground_truth], [extra_info], **kwargs)
+        return batch[0]
 
     async def acompute_score_batch(
         self,
@@ -173,11 +286,49 @@ class VerlReward:
         solution_strs: Sequence[str] = (),
         ground_truths: Sequence[Any] | None = None,
         extra_infos: Sequence[Mapping[str, Any] | None] | None = None,
-        **_: Any,
+        **kwargs: Any,
     ) -> list[dict[str, Any] | float]:
         grouping = self._group(data_sources, solution_strs, ground_truths, extra_infos)
-        results = await self.judge.ajudge_batch(grouping.items) if grouping.items else []
+        results = (
+            await asyncio.to_thread(self._judge_once_per_prompt, self.judge_for(kwargs), grouping.items)
+            if grouping.items
+            else []
+        )
         return self._results(grouping.scatter(results))
+
+    # -- one criteria set per prompt, however many responses of it are scored at once ------------------------------
+    def _judge_once_per_prompt(self, judge: Judge, items: list[tuple[str, list[str]]]) -> list[list[Judgment]]:
+        """``judge.judge_batch(items)``, except that while a query's criteria are not in the judge's criteria cache,
+        only one call at a time (in this process, and across processes sharing a SQLite cache file) judges it: the
+        first generates and stores the criteria; the others, scoring other responses of that prompt at the same
+        moment, wait and then read them. Without a cache, or with several criteria samples, it is judge_batch as is.
+        """
+        missing = self._uncached(judge, items)
+        if not missing:
+            return judge.judge_batch(items)
+        with contextlib.ExitStack() as held:
+            for query in sorted(missing):  # one global order: no deadlock between calls holding several queries
+                held.enter_context(self._prompt_lock(judge, query))
+            if self._uncached(judge, items):  # still missing: this call writes them while the others wait
+                return judge.judge_batch(items)
+        return judge.judge_batch(items)  # another call wrote them while this one waited: judged without the lock
+
+    @staticmethod
+    def _uncached(judge: Judge, items: list[tuple[str, list[str]]]) -> list[str]:
+        if judge.cache is None or judge.config.criteria_sets != 1:
+            return []
+        params = dataclasses.replace(judge.config.criteria_sampling(), n=1)
+        queries = dict.fromkeys(query for query, _ in items)
+        return [q for q in queries if judge.cache.get(judge._cache_key(q, 0, params)) is None]
+
+    @contextlib.contextmanager
+    def _prompt_lock(self, judge: Judge, query: str) -> Any:
+        with self._lock:
+            lock = self._prompt_locks.setdefault(query, threading.Lock())
+        with lock, _file_lock(judge.cache, query):
+            yield
+        with self._lock:  # the criteria are cached now: later calls need no lock for this prompt
+            self._prompt_locks.pop(query, None)
 
     # -- helpers --------------------------------------------------------------------------------------------------
     def _group(
@@ -248,3 +399,25 @@ class VerlReward:
             "errored": errored,
             "reason": outcome_reason(outcome) or "",
         }
+
+
+@contextlib.contextmanager
+def _file_lock(cache: Any, query: str) -> Any:
+    """Across processes sharing a SQLite criteria cache: an exclusive POSIX record lock on one byte (chosen by the
+    query's hash) of a file beside the cache, held while this process generates the query's criteria. Threads of one
+    process are kept apart by :meth:`VerlReward._prompt_lock`, since record locks belong to the whole process."""
+    if not isinstance(cache, SQLiteCriteriaCache):
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: processes may then each generate a prompt's first criteria
+        yield
+        return
+    slot = int.from_bytes(hashlib.sha256(query.encode("utf-8", "surrogatepass")).digest()[:4], "big") % (1 << 20)
+    with open(f"{cache.path}.lock", "a+b") as handle:
+        fcntl.lockf(handle.fileno(), fcntl.LOCK_EX, 1, slot)
+        try:
+            yield
+        finally:
+            fcntl.lockf(handle.fileno(), fcntl.LOCK_UN, 1, slot)
