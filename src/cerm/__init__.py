@@ -33,6 +33,7 @@ from cerm._types import (
 )
 from cerm._version import __version__
 from cerm.backends import Backend, Completion, SamplingParams, create_backend
+from cerm.training import Trainer
 
 __all__ = [
     "DEMO_MODEL",
@@ -64,6 +65,7 @@ __all__ = [
     "ScoreReadout",
     "ScoreSource",
     "Status",
+    "Trainer",
     "Usage",
     "__version__",
     "create_backend",
