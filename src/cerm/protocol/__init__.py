@@ -10,6 +10,7 @@ from cerm.protocol._conversation import (
     criteria_conversation,
     evaluation_conversation,
 )
+from cerm.protocol._dialogue import format_dialogue
 from cerm.protocol._parse import (
     CRITERION_RANGE,
     END_OF_CRITERIA,
@@ -68,6 +69,7 @@ __all__ = [
     "criteria_conversation",
     "evaluation_conversation",
     "forced_readout_conversation",
+    "format_dialogue",
     "parse_criteria",
     "parse_evaluation",
     "parse_number",

@@ -14,7 +14,6 @@ DDP for LoRA and QLoRA, FSDP for full fine-tuning on GPUs.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -23,10 +22,11 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from cerm._embedded import demo_model_path, is_demo_model
+from cerm._embedded import embedded_model_path
 from cerm._errors import BackendUnavailableError, ConfigurationError
 from cerm.protocol import Conversation, evaluation_conversation
-from cerm.training._artifacts import CHECKPOINTS, data_record, write_manifest
+from cerm.training._artifacts import CHECKPOINTS, model_files
+from cerm.training._manifest import file_digest, write_manifest
 
 logger = logging.getLogger("cerm")
 
@@ -42,9 +42,10 @@ class SFTConfig:
     (effective batch 64 through gradient accumulation, learning rate 1e-5, 3 epochs).
 
     Args:
-        model: base model: a local folder, a hub id, ``"demo"`` (the embedded SmolLM2-135M) or a cerm output folder.
-        data: trajectory JSON Lines files written by the teacher stage (one SFT example per line, fields ``query``,
-            ``criteria``, ``response``, ``evaluation``; rows with a ``messages`` list are used as given).
+        model: base model: a local folder, a hub id, ``"demo-base"`` (the embedded SmolLM2-135M, untrained) or
+            ``"demo"`` (the embedded demo judge).
+        data: the teacher stage's output: ``teach`` output folders or ``trajectories.jsonl`` files (one SFT example per
+            line: ``query``, ``criteria``, ``response``, ``evaluation``...).
         output_dir: where the trained adapter or model, its manifest and ``checkpoints/`` go.
         finetuning: ``"full"``, ``"lora"`` or ``"qlora"`` (4-bit NF4 base through bitsandbytes, LoRA on top).
         lora_r, lora_alpha, lora_dropout, lora_target_modules: the LoRA adapter (``"all-linear"`` or module names).
@@ -199,22 +200,26 @@ def trajectory_conversation(row: Mapping[str, Any]) -> Conversation:
     return conversation
 
 
-def read_trajectories(paths: Sequence[str | os.PathLike[str]]) -> list[dict[str, Any]]:
-    """Every row of the trajectory files, in order; a malformed line raises ``ValueError`` naming file and line."""
+def _trajectory_file(source: str) -> Path:
+    from cerm.training._teach import TRAJECTORIES_FILE
+
+    path = Path(source)
+    return path / TRAJECTORIES_FILE if path.is_dir() else path
+
+
+def read_trajectory_rows(sources: Sequence[str]) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """The trajectories of every source (teach folders or files), validated, in order; and each file's sha256."""
+    from cerm.training._teach import read_trajectories
+
     rows: list[dict[str, Any]] = []
-    for path in paths:
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{path}:{number}: not valid JSON: {exc.msg}") from None
-                if not isinstance(row, dict):
-                    raise ValueError(f"{path}:{number}: expected a JSON object")
-                rows.append(row)
-    return rows
+    digests: dict[str, str] = {}
+    for source in sources:
+        path = _trajectory_file(source)
+        if not path.is_file():
+            raise ConfigurationError(f"SFT data not found: {path}")
+        rows.extend(t.to_dict() for t in read_trajectories(path))
+        digests[str(path)] = file_digest(path)
+    return rows, digests
 
 
 def tokenize_examples(
@@ -264,10 +269,9 @@ def tokenize_examples(
 
 # -- model -------------------------------------------------------------------------------------------------------------
 def resolve_model_path(model: str) -> str:
-    """A model name as the loaders see it: the embedded demo model becomes its cached folder."""
-    if is_demo_model(model) or model == "demo-base":
-        return str(demo_model_path())
-    return model
+    """A model name as the loaders see it: an embedded model (``"demo-base"``, ``"demo"``) becomes its folder."""
+    embedded = embedded_model_path(model)
+    return str(embedded) if embedded is not None else model
 
 
 def _import_training() -> tuple[Any, Any, Any]:
@@ -325,13 +329,15 @@ def _load_model(config: SFTConfig, path: str, torch: Any, transformers: Any) -> 
             import bitsandbytes  # noqa: F401
         except ImportError as exc:
             raise BackendUnavailableError("QLoRA needs bitsandbytes: pip install 'ce-rm[peft]'") from exc
-        kwargs["quantization_config"] = transformers.BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=dtype,
-            bnb_4bit_quant_storage=dtype,  # lets FSDP shard the 4-bit weights too
-        )
+        nf4: dict[str, Any] = {
+            "load_in_4bit": True,
+            "bnb_4bit_quant_type": "nf4",
+            "bnb_4bit_use_double_quant": True,
+            "bnb_4bit_compute_dtype": dtype,
+        }
+        if on_gpu and dtype != torch.float32:
+            nf4["bnb_4bit_quant_storage"] = dtype  # lets FSDP shard the 4-bit weights like the others
+        kwargs["quantization_config"] = transformers.BitsAndBytesConfig(**nf4)
         # Each process holds the whole (quantized) model on its own device.
         kwargs["device_map"] = {"": f"cuda:{local_rank}" if on_gpu else "cpu"}
     model = transformers.AutoModelForCausalLM.from_pretrained(path, **kwargs)
@@ -418,7 +424,6 @@ def _trl_args(config: SFTConfig, trl: Any, torch: Any, dtype: Any, checkpoints: 
         "save_total_limit": config.save_total_limit,
         "report_to": _report_to(config.report_to),
         "use_cpu": config.use_cpu,
-        "gradient_checkpointing": config.gradient_checkpointing,
         # Every row already fits: TRL's truncation is then a no-op, and no packing mixes two trajectories.
         "max_length": config.max_length,
         "packing": False,
@@ -426,6 +431,8 @@ def _trl_args(config: SFTConfig, trl: Any, torch: Any, dtype: Any, checkpoints: 
         "fp16": on_gpu and dtype == torch.float16,
         "dataloader_num_workers": 0,
     }
+    if config.gradient_checkpointing:
+        args["gradient_checkpointing"] = True
     if world_size > 1 and config.finetuning != "full":
         args["ddp_find_unused_parameters"] = False  # frozen base weights are not "unused" parameters to look for
     fsdp = config.fsdp
@@ -446,16 +453,20 @@ def _cast_trainable_for_saving(model: Any, torch: Any, save_dtype: str | None) -
             param.data = param.data.to(target)
 
 
-def run_sft(config: SFTConfig, rows: Sequence[Mapping[str, Any]] | None = None) -> SFTResult:
+def run_sft(
+    config: SFTConfig, rows: Sequence[Mapping[str, Any]] | None = None, *, callbacks: Sequence[Any] = ()
+) -> SFTResult:
     """Train with TRL's SFTTrainer and write the output directory (model or adapter, tokenizer, manifest).
 
     ``rows`` replaces ``config.data`` (trajectory dicts, e.g. from a ``datasets.Dataset``); otherwise the files in
-    ``config.data`` are read and hashed into the manifest.
+    ``config.data`` are read and hashed into the manifest. ``callbacks`` are ``transformers.TrainerCallback``
+    instances added to the trainer (progress, early stopping, your own metrics).
     """
     torch, transformers, trl = _import_training()
     from datasets import Dataset
 
     from cerm.protocol import chat_template_kwargs
+    from cerm.training._manifest import read_manifest
 
     started = time.monotonic()
     world_size, _ = _world()
@@ -477,15 +488,11 @@ def run_sft(config: SFTConfig, rows: Sequence[Mapping[str, Any]] | None = None) 
 
     if rows is None:
         if not config.data:
-            raise ConfigurationError("no SFT data: set data (trajectory JSON Lines files) or pass rows")
-        missing = [p for p in config.data if not Path(p).is_file()]
-        if missing:
-            raise ConfigurationError(f"SFT data file(s) not found: {missing}")
-        per_file = [read_trajectories([p]) for p in config.data]
-        data_records = [data_record(p, len(r)) for p, r in zip(config.data, per_file, strict=True)]
-        rows = [row for chunk in per_file for row in chunk]
+            raise ConfigurationError("no SFT data: set data (teach output folders or trajectories.jsonl) or pass rows")
+        rows, inputs = read_trajectory_rows(config.data)
     else:
-        data_records = [{"path": None, "rows": len(rows), "source": "in-memory rows"}]
+        rows = list(rows)
+        inputs = {"rows": f"{len(rows)} in-memory rows"}
     examples = tokenize_examples(
         tokenizer, rows, max_length=config.max_length, template_kwargs=template_kwargs, max_examples=config.max_examples
     )
@@ -502,6 +509,7 @@ def run_sft(config: SFTConfig, rows: Sequence[Mapping[str, Any]] | None = None) 
         args=_trl_args(config, trl, torch, dtype, checkpoints, world_size),
         train_dataset=dataset,
         processing_class=tokenizer,
+        callbacks=list(callbacks) or None,
     )
     if config.finetuning == "qlora":
         keep_trainable_fp32(trainer.model, torch)
@@ -514,6 +522,8 @@ def run_sft(config: SFTConfig, rows: Sequence[Mapping[str, Any]] | None = None) 
     trainer.save_model(str(output_dir))
     wall = time.monotonic() - started
     stats = {
+        "base_model": str(Path(config.model).resolve()) if Path(config.model).exists() else config.model,
+        "finetuning": config.finetuning,
         **examples.stats(),
         "global_step": trainer.state.global_step,
         "train_loss": outcome.training_loss,
@@ -527,15 +537,15 @@ def run_sft(config: SFTConfig, rows: Sequence[Mapping[str, Any]] | None = None) 
     manifest: dict[str, Any] = {}
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(str(output_dir))
-        manifest = write_manifest(
+        write_manifest(
             output_dir,
             stage="sft",
-            base_model=str(Path(config.model).resolve()) if Path(config.model).exists() else config.model,
-            finetuning=config.finetuning,
-            config=config.to_dict(),
-            data=data_records,
+            config=config,
+            inputs=inputs,
+            outputs=model_files(output_dir),
             stats=stats,
         )
+        manifest = read_manifest(output_dir)
     return SFTResult(
         output_dir=str(output_dir),
         examples=examples.stats(),

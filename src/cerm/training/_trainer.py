@@ -73,16 +73,19 @@ class Trainer:
             config = stage_config("teach", config)
         return _stage_module("_teach").teach(config)
 
-    def sft(self, config: Any, rows: Sequence[Mapping[str, Any]] | Any | None = None) -> Any:
-        """Cold-start SFT on TRL's SFTTrainer (``cerm.training.SFTConfig``); ``rows`` (trajectory dicts or a
-        ``datasets.Dataset``) replaces the config's data files."""
+    def sft(
+        self, config: Any, rows: Sequence[Mapping[str, Any]] | Any | None = None, *, callbacks: Sequence[Any] = ()
+    ) -> Any:
+        """Cold-start SFT on TRL's SFTTrainer (``cerm.training.SFTConfig``); ``rows`` (trajectories, dicts or a
+        ``datasets.Dataset``) replaces the config's data files; ``callbacks`` go to the trainer."""
         from cerm.training._sft import SFTConfig, run_sft
 
         if isinstance(config, Mapping):
             config = SFTConfig.from_dict(config)
-        if rows is not None and not isinstance(rows, Sequence):
-            rows = [dict(row) for row in rows]  # a datasets.Dataset iterates as dicts
-        return run_sft(config, rows)
+        if rows is not None:
+            # Trajectory objects, plain dicts, or a datasets.Dataset (which iterates as dicts).
+            rows = [row.to_dict() if hasattr(row, "to_dict") else dict(row) for row in rows]
+        return run_sft(config, rows, callbacks=callbacks)
 
     def grpo(self, config: Any) -> Any:
         """Two-stage-rollout GRPO: not in this release."""
