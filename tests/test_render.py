@@ -270,3 +270,13 @@ def test_prompt_helpers_agree_with_the_conversation_builders() -> None:
     conversation = evaluation_conversation(QUERY, CRITERIA, RESPONSE)
     assert conversation[0]["content"] == render_criteria_prompt(QUERY)
     assert conversation[2]["content"] == render_evaluation_prompt(RESPONSE)
+
+
+def test_protected_tokenization_leaves_the_tokenizer_parsing_special_tokens(tokenizer: Any) -> None:
+    rendered = render_chat(tokenizer, evaluation_conversation(QUERY, CRITERIA, FORGED))
+    tokenize_chat(tokenizer, rendered)
+    # The tokenizer is shared (vLLM's engine, the user's code): its own behaviour must be unchanged afterwards.
+    assert tokenizer("<|im_end|>", add_special_tokens=False)["input_ids"] == [_ids_of(tokenizer, "<|im_end|>")]
+    assert tokenizer.backend_tokenizer.encode("<|im_end|>", add_special_tokens=False).ids == [
+        _ids_of(tokenizer, "<|im_end|>")
+    ]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,8 @@ from cerm._embedded import DEMO_MODEL, embedded_model_id, embedded_model_path
 from cerm._errors import BackendUnavailableError, ConfigurationError, ModelNotFoundError
 from cerm.backends._base import Backend, Completion, SamplingParams, TokenLogprob
 from cerm.backends._shared_prefix import PrefixPlan, order_for_sharing, plan_shared_prefix
-from cerm.protocol import Conversation
+from cerm.protocol import Conversation, RenderedChat, render_chat, tokenize_chat, tokenize_text
+from cerm.protocol import chat_template_kwargs as protocol_template_kwargs  # the constructor has an argument so named
 
 logger = logging.getLogger("cerm")
 
@@ -75,7 +76,7 @@ class HFBackend(Backend):
         device: str | None = None,
         batch_size: int = 8,
         chat_template: str | None = None,
-        chat_template_kwargs: dict[str, Any] | None = None,
+        chat_template_kwargs: Mapping[str, Any] | None = None,
         trust_remote_code: bool = False,
         revision: str | None = None,
         gguf_file: str | None = None,
@@ -130,10 +131,7 @@ class HFBackend(Backend):
             raise ConfigurationError(
                 f"model {model!r} has no chat template; pass chat_template=... (a Jinja string) to HFBackend"
             )
-        self._template_kwargs: dict[str, Any] = {}
-        if "enable_thinking" in self.tokenizer.chat_template:
-            self._template_kwargs["enable_thinking"] = False
-        self._template_kwargs.update(chat_template_kwargs or {})
+        self._template_kwargs = protocol_template_kwargs(self.tokenizer.chat_template, chat_template_kwargs)
 
         self.tokenizer.padding_side = "left"  # decoder-only batching: new tokens must line up on the right
         if self.tokenizer.pad_token_id is None:
@@ -242,28 +240,31 @@ class HFBackend(Backend):
         return {**super().describe(), **self._settings}
 
     def count_tokens(self, text: str) -> int | None:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        # Untrusted text is measured as text: a literal "<|im_end|>" counts as the tokens it gets inside the prompt.
+        return len(tokenize_text(self.tokenizer, text))
 
     def render(self, conversation: Conversation) -> str:
         """The exact prompt string the model sees: the chat template with the generation prompt appended, or, when
         the last message is from the assistant (prefill), the template up to the end of that message's content so
         the model continues it."""
-        if conversation and conversation[-1]["role"] == "assistant":
-            rendered = self.tokenizer.apply_chat_template(
-                list(conversation),
-                tokenize=False,
-                add_generation_prompt=False,
-                continue_final_message=True,
-                **self._template_kwargs,
-            )
-            return str(rendered)
-        rendered = self.tokenizer.apply_chat_template(
-            list(conversation), tokenize=False, add_generation_prompt=True, **self._template_kwargs
+        return self._render_chat(conversation).text
+
+    def prompt_ids(self, conversation: Conversation) -> list[int]:
+        """The prompt's token ids: the template's markup with its special tokens, every message content as plain text
+        (a response that writes ``<|im_end|>`` cannot end its turn or forge another)."""
+        return tokenize_chat(self.tokenizer, self._render_chat(conversation))
+
+    def _render_chat(self, conversation: Conversation) -> RenderedChat:
+        prefill = bool(conversation) and conversation[-1]["role"] == "assistant"
+        return render_chat(
+            self.tokenizer,
+            conversation,
+            generation="continue" if prefill else "prompt",
+            template_kwargs=self._template_kwargs,
         )
-        return str(rendered)
 
     def count_conversation_tokens(self, conversation: Conversation) -> int | None:
-        return self.count_tokens(self.render(conversation))
+        return len(self.prompt_ids(conversation))
 
     def generate(self, conversations: Sequence[Conversation], params: SamplingParams) -> list[list[Completion]]:
         with self._lock, self._torch.inference_mode():
@@ -285,7 +286,7 @@ class HFBackend(Backend):
         jobs: list[tuple[int, int, list[int]]] = []  # (conversation index, sample index, prompt ids)
         for i, conv in enumerate(conversations):
             try:
-                ids = self.tokenizer(self.render(conv), add_special_tokens=False)["input_ids"]
+                ids = self.prompt_ids(conv)
             except (TypeError, ValueError) as exc:  # e.g. a lone surrogate the tokenizer cannot encode: this one only
                 results[i] = [Completion.failed(f"could not tokenize the conversation: {exc}")] * params.n
                 continue

@@ -29,7 +29,8 @@ from typing import Any
 from cerm._embedded import DEMO_MODEL, embedded_model_id, embedded_model_path
 from cerm._errors import BackendUnavailableError, ConfigurationError, ModelNotFoundError
 from cerm.backends._base import Backend, Completion, FinishReason, SamplingParams, TokenLogprob
-from cerm.protocol import Conversation
+from cerm.protocol import Conversation, RenderedChat, render_chat, tokenize_chat, tokenize_text
+from cerm.protocol import chat_template_kwargs as protocol_template_kwargs  # the constructor has an argument so named
 
 logger = logging.getLogger("cerm")
 
@@ -296,10 +297,7 @@ class VLLMBackend(Backend):
             raise ConfigurationError(
                 f"model {model!r} has no chat template; pass chat_template=... (a Jinja string) to VLLMBackend"
             )
-        self._template_kwargs: dict[str, Any] = {}
-        if "enable_thinking" in template:
-            self._template_kwargs["enable_thinking"] = False
-        self._template_kwargs.update(chat_template_kwargs or {})
+        self._template_kwargs = protocol_template_kwargs(template, chat_template_kwargs)
 
     @staticmethod
     def _lora_request(vllm: Any, adapter: str) -> Any:
@@ -332,41 +330,56 @@ class VLLMBackend(Backend):
 
     def render(self, conversation: Conversation) -> str:
         """The exact prompt string the model sees: the chat template with the generation prompt appended."""
-        kwargs: dict[str, Any] = dict(self._template_kwargs)
-        if self._chat_template is not None:
-            kwargs["chat_template"] = self._chat_template
-        rendered = self.tokenizer.apply_chat_template(
-            list(conversation), tokenize=False, add_generation_prompt=True, **kwargs
+        return self._render_chat(conversation).text
+
+    def prompt_ids(self, conversation: Conversation) -> list[int]:
+        """The token ids sent to the engine: the template's markup with its special tokens, every message content as
+        plain text (a response that writes ``<|im_end|>`` cannot end its turn or forge another)."""
+        return tokenize_chat(self.tokenizer, self._render_chat(conversation))
+
+    def _render_chat(self, conversation: Conversation) -> RenderedChat:
+        return render_chat(
+            self.tokenizer,
+            conversation,
+            generation="prompt",
+            template_kwargs=self._template_kwargs,
+            chat_template=self._chat_template,
         )
-        return str(rendered)
 
     def count_tokens(self, text: str) -> int | None:
-        return len(self.tokenizer.encode(text, add_special_tokens=False))
+        # Untrusted text is measured as text: a literal "<|im_end|>" counts as the tokens it gets inside the prompt.
+        return len(tokenize_text(self.tokenizer, text))
 
     def count_conversation_tokens(self, conversation: Conversation) -> int | None:
-        return self.count_tokens(self.render(conversation))
+        return len(self.prompt_ids(conversation))
 
     def generate(self, conversations: Sequence[Conversation], params: SamplingParams) -> list[list[Completion]]:
         self._live_llm()  # a closed backend refuses before any work
         results: list[list[Completion] | None] = [None] * len(conversations)
         batch: list[int] = []  # indices of the conversations sent to the engine
+        prompts: dict[int, list[int]] = {}
         for i, conv in enumerate(conversations):
-            size = self.count_conversation_tokens(conv) or 0
-            if size + params.max_new_tokens > self._max_model_len:
+            try:
+                ids = self.prompt_ids(conv)
+            except (TypeError, ValueError) as exc:  # e.g. a lone surrogate the tokenizer cannot encode: this one only
+                results[i] = [Completion.failed(f"could not tokenize the conversation: {exc}")] * params.n
+                continue
+            if len(ids) + params.max_new_tokens > self._max_model_len:
                 failure = Completion(
                     text="",
                     finish_reason="error",
-                    prompt_tokens=size,
-                    error=f"prompt of {size} tokens + max_new_tokens={params.max_new_tokens} exceeds the model "
+                    prompt_tokens=len(ids),
+                    error=f"prompt of {len(ids)} tokens + max_new_tokens={params.max_new_tokens} exceeds the model "
                     f"context of {self._max_model_len} tokens (max_model_len)",
                 )
                 results[i] = [failure] * params.n
             else:
                 batch.append(i)
+                prompts[i] = ids
         if batch:
             with self._engine.lock:
                 llm = self._live_llm()  # again under the lock: close_engines() may have run while we waited
-                outputs = self._run(llm, [conversations[i] for i in batch], [self._sampling(params, i) for i in batch])
+                outputs = self._run(llm, [prompts[i] for i in batch], [self._sampling(params, i) for i in batch])
             for i, row in zip(batch, outputs, strict=True):
                 # Greedy samples are identical: one generation stands for all n (as hf's n greedy copies would).
                 results[i] = row * params.n if params.greedy and len(row) == 1 else row
@@ -421,30 +434,29 @@ class VLLMBackend(Backend):
             logprobs=params.top_logprobs,
         )
 
-    def _chat(self, llm: Any, conversations: list[Conversation], sampling: list[Any]) -> list[Any]:
+    def _engine_generate(self, llm: Any, prompts: list[list[int]], sampling: list[Any]) -> list[Any]:
+        # Token ids, not llm.chat(): vLLM's chat path renders the template to a string and tokenizes it with
+        # special-token parsing on, so a response's literal "<|im_end|>" would become a real turn boundary.
         return list(
-            llm.chat(
-                [list(conv) for conv in conversations],
+            llm.generate(
+                [{"prompt_token_ids": ids} for ids in prompts],
                 sampling_params=sampling,
                 use_tqdm=False,
                 lora_request=self._lora,
-                chat_template=self._chat_template,
-                add_generation_prompt=True,
-                chat_template_kwargs=self._template_kwargs or None,
             )
         )
 
-    def _run(self, llm: Any, conversations: list[Conversation], sampling: list[Any]) -> list[list[Completion]]:
+    def _run(self, llm: Any, prompts: list[list[int]], sampling: list[Any]) -> list[list[Completion]]:
         """One engine call for the whole list (so shared prefixes hit the cache); one by one only if it fails."""
         try:
-            outputs = self._chat(llm, conversations, sampling)
+            outputs = self._engine_generate(llm, prompts, sampling)
         except self._request_errors as exc:
-            if len(conversations) == 1:
+            if len(prompts) == 1:
                 logger.exception("vllm generation failed")
                 return [[Completion.failed(f"{type(exc).__name__}: {exc}")] * sampling[0].n]
-            # vLLM validates a whole call up front: retry alone so one bad conversation does not fail the rest.
+            # vLLM validates a whole call up front: retry alone so one bad prompt does not fail the rest.
             logger.warning("vllm rejected a call of %d conversations (%s); retrying one by one", len(sampling), exc)
-            return [self._run(llm, [c], [s])[0] for c, s in zip(conversations, sampling, strict=True)]
+            return [self._run(llm, [p], [s])[0] for p, s in zip(prompts, sampling, strict=True)]
         return [self._completions(output, s) for output, s in zip(outputs, sampling, strict=True)]
 
     def _completions(self, output: Any, sampling: Any) -> list[Completion]:

@@ -45,6 +45,7 @@ from cerm.protocol._render import (
     chat_template_kwargs,
     render_chat,
     tokenize_chat,
+    tokenize_text,
 )
 
 __all__ = [
@@ -80,4 +81,5 @@ __all__ = [
     "render_evaluation_prompt",
     "score_distribution",
     "tokenize_chat",
+    "tokenize_text",
 ]

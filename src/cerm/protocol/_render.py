@@ -33,8 +33,8 @@ PROTOCOL_TEMPLATE_KWARGS: Mapping[str, Any] = {"enable_thinking": False}
 _PUA_BASE = 0x100000
 _PUA_LIMIT = 0x10FFFD
 
-# ``split_special_tokens`` is applied by flipping a flag on the shared Rust tokenizer before each call; this lock keeps
-# two threads from flipping it under each other while cerm tokenizes.
+# ``split_special_tokens`` is applied by flipping a flag on the shared Rust tokenizer for the call; this lock keeps two
+# threads from flipping it under each other while cerm tokenizes (other code should tokenize through this module).
 _TOKENIZER_LOCK = threading.RLock()
 
 # How a template may legitimately transform a content before printing it: as is, or Jinja's ``| trim`` (Llama 3,
@@ -215,10 +215,18 @@ def _special_ids(tokenizer: Any) -> frozenset[int]:
 
 def _encode(tokenizer: Any, text: str, *, split_special: bool, offsets: bool = False) -> Any:
     with _TOKENIZER_LOCK:
-        kwargs: dict[str, Any] = {"add_special_tokens": False, "split_special_tokens": split_special}
+        kwargs: dict[str, Any] = {"add_special_tokens": False}
+        if split_special:
+            kwargs["split_special_tokens"] = True
         if offsets:
             kwargs["return_offsets_mapping"] = True
-        return tokenizer(text, **kwargs)
+        try:
+            return tokenizer(text, **kwargs)
+        finally:
+            if split_special:
+                # A fast tokenizer leaves the flag set on its shared Rust tokenizer; an empty call through the public
+                # path puts the tokenizer's own default back for code that encodes without naming the flag.
+                tokenizer("", add_special_tokens=False)
 
 
 def _tokenize_protected(tokenizer: Any, rendered: RenderedChat) -> list[int]:
@@ -309,6 +317,13 @@ def tokenize_chat(tokenizer: Any, rendered: RenderedChat) -> list[int]:
     Tokenizers without offsets (slow ones) tokenize markup and contents separately.
     """
     return _tokenize_protected(tokenizer, rendered)
+
+
+def tokenize_text(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of untrusted text on its own (a response to measure or cut to a budget), with special-token parsing
+    off: the same ids the text gets inside a chat where it holds a forged marker, and the same as plain tokenization
+    where it holds none."""
+    return [int(i) for i in _encode(tokenizer, text, split_special=True)["input_ids"]]
 
 
 def assistant_token_mask(
