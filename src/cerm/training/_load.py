@@ -165,8 +165,8 @@ def load_pairs(
     * a stage output directory holding ``pairs.jsonl`` (``curate``, ``teach``), or a folder holding ``all.jsonl``;
     * a shared benchmark name understood by :func:`cerm.eval.load_rows` (``"llmbar"``, ``"hh_rlhf"``, ...);
     * a ``datasets.Dataset`` or any iterable of row dicts;
-    * otherwise a Hugging Face hub id, loaded with ``datasets.load_dataset(source, split=split or "train")``
-      (e.g. ``"Skywork/Skywork-Reward-Preference-80K-v0.2"``).
+    * otherwise a Hugging Face hub id (or a local folder laid out like a hub data set), loaded with
+      ``datasets.load_dataset(source, split=split or "train")``, e.g. ``"Skywork/Skywork-Reward-Preference-80K-v0.2"``.
 
     ``limit`` keeps the first pairs. Every row is validated; an error names the row. Ids must be unique.
     """
@@ -196,9 +196,8 @@ def load_pairs(
             from cerm.eval._data import load_rows
 
             return _finish(_from_benchmark_rows(load_rows(str(source)), label), limit, label)
-        elif path.exists():
-            raise PairError(f"{source}: a folder without {STAGE_PAIRS_FILE} or all.jsonl")
         else:
+            # A hub id, or a local folder laid out like a hub data set repository (data files by split).
             rows = _hub_rows(str(source), split or "train")
     else:
         label = name or "the given rows"

@@ -35,6 +35,7 @@ from cerm.training._pairs import PairError, PreferencePair, check_unique_ids, pa
 
 if TYPE_CHECKING:  # the Judge is imported lazily: cerm.training stays light until a judge teacher runs
     from cerm._judge import Judge
+    from cerm._types import Chain
 
 logger = logging.getLogger("cerm")
 
@@ -125,13 +126,16 @@ class TeacherDraft:
     """One teacher attempt on a pair: a criteria turn and an evaluation of each response under it.
 
     ``error`` is set (and the texts may be empty) when a generation failed: no draft was written, so it is neither
-    accepted nor counted as a rejection.
+    accepted nor counted as a rejection. ``problem`` is set when the teacher itself found the draft unusable although
+    it was written (e.g. an evaluation cut off at the token budget, which a parser alone cannot tell): it is
+    rejected as ``"unscorable"``.
     """
 
     criteria: str
     chosen_evaluation: str
     rejected_evaluation: str
     error: str | None = None
+    problem: str | None = None
 
 
 @runtime_checkable
@@ -164,6 +168,8 @@ def check_draft(draft: TeacherDraft, *, strict_format: bool = True) -> DraftVerd
     """
     if draft.error is not None:
         return DraftVerdict(False, None, None, "error")
+    if draft.problem is not None:
+        return DraftVerdict(False, None, None, "unscorable")
     criteria = parse_criteria(draft.criteria)
     if not criteria.well_formed:
         return DraftVerdict(False, None, None, "criteria_format")
@@ -226,22 +232,32 @@ class JudgeTeacher:
             for chosen, rejected in rows:
                 drafts: list[TeacherDraft] = []
                 for c_chain, r_chain in zip(chosen.chains, rejected.chains, strict=False):
-                    if c_chain.failed or r_chain.failed or c_chain.evaluation is None or r_chain.evaluation is None:
-                        reason = c_chain.reason or r_chain.reason or "no evaluation"
-                        drafts.append(TeacherDraft("", "", "", error=f"generation failed: {reason}"))
-                    elif c_chain.criteria.text != r_chain.criteria.text:
-                        drafts.append(
-                            TeacherDraft("", "", "", error="chains of the two responses do not share criteria")
-                        )
-                    else:
-                        drafts.append(
-                            TeacherDraft(c_chain.criteria.text, c_chain.evaluation.text, r_chain.evaluation.text)
-                        )
-                if not chosen.chains or not rejected.chains:
+                    drafts.append(_chain_draft(c_chain, r_chain))
+                if not chosen.chains or not rejected.chains:  # the Judge refused a response (e.g. bad unicode)
                     reason = chosen.reason or rejected.reason or "no chains"
-                    drafts.append(TeacherDraft("", "", "", error=f"no judgment: {reason}"))
+                    drafts.append(TeacherDraft("", "", "", problem=f"not judged: {reason}"))
                 out.append(drafts)
         return out
+
+
+def _chain_draft(chosen: Chain, rejected: Chain) -> TeacherDraft:
+    """The draft of one chain pair. The Judge's own verdict on each chain is respected: a failed generation is an
+    error, and a chain without a parsed score (cut off at the token budget, no box, an overlong response that was not
+    evaluated, a forced readout) is a written but unusable draft."""
+    if chosen.failed or rejected.failed:
+        return TeacherDraft("", "", "", error=f"generation failed: {chosen.reason or rejected.reason}")
+    if chosen.criteria.text != rejected.criteria.text:
+        return TeacherDraft("", "", "", error="the chains of the two responses do not share one criteria set")
+    texts = (
+        chosen.criteria.text,
+        chosen.evaluation.text if chosen.evaluation is not None else "",
+        rejected.evaluation.text if rejected.evaluation is not None else "",
+    )
+    for chain in (chosen, rejected):
+        if chain.score is None or chain.score_source != "parsed":
+            problem = chain.reason or f"the score was not parsed from the text ({chain.score_source})"
+            return TeacherDraft(*texts, problem=problem)
+    return TeacherDraft(*texts)
 
 
 TeacherKind = Literal["programmatic", "judge"]
@@ -378,7 +394,7 @@ def teach(
     try:
         accepted: dict[str, list[Trajectory]] = {pair.id: [] for pair in pairs}
         log: dict[str, dict[str, Any]] = {
-            pair.id: {"pair_id": pair.id, "drafts": 0, "accepted": 0, "errors": 0, "rejected": Counter()}
+            pair.id: {"pair_id": pair.id, "drafts": 0, "accepted": 0, "kept": 0, "errors": 0, "rejected": Counter()}
             for pair in pairs
         }
         unsupported: set[str] = set()
@@ -403,11 +419,11 @@ def teach(
                     entry["drafts"] += 1
                     if not verdict.accepted:
                         entry["rejected"][verdict.reason] += 1
-                    elif len(accepted[pair.id]) < 2 * config.keep_per_pair:
+                        continue
+                    entry["accepted"] += 1
+                    if len(accepted[pair.id]) < 2 * config.keep_per_pair:  # beyond keep_per_pair: accepted, not kept
                         accepted[pair.id].extend(draft_trajectories(pair, draft, verdict, teacher.name))
-                        entry["accepted"] += 1
-                    else:
-                        entry["surplus"] = entry.get("surplus", 0) + 1  # accepted beyond keep_per_pair: not kept
+                        entry["kept"] += 1
             logger.info(
                 "teach attempt %d/%d: %d pairs drafted, %d now accepted",
                 attempt + 1, config.attempts, len(pending), sum(1 for v in accepted.values() if v),
@@ -436,6 +452,7 @@ def teach(
         "pairs_accepted": pairs_accepted,
         "drafts": drafts,
         "drafts_accepted": drafts_accepted,
+        "drafts_kept": sum(e["kept"] for e in log.values()),
         "drafts_errored": sum(e["errors"] for e in log.values()),
         "acceptance_rate": drafts_accepted / drafts if drafts else None,
         "pair_acceptance_rate": pairs_accepted / (len(pairs) - len(unsupported))
