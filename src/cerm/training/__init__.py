@@ -16,6 +16,8 @@ torch, trl and datasets load when a stage runs.
 from __future__ import annotations
 
 from cerm.training._checkable import checkable_pairs, split_of
+from cerm.training._clusters import LABEL_PROMPT, TASK_LABELS
+from cerm.training._curate import CurateConfig, curate
 from cerm.training._load import detect_schema, load_pairs
 from cerm.training._manifest import read_manifest
 from cerm.training._open_ended import open_ended_pairs
@@ -38,6 +40,9 @@ from cerm.training._teach import (
 from cerm.training._trainer import Trainer
 
 __all__ = [
+    "LABEL_PROMPT",
+    "TASK_LABELS",
+    "CurateConfig",
     "DraftVerdict",
     "JudgeTeacher",
     "PairError",
@@ -52,6 +57,7 @@ __all__ = [
     "Trajectory",
     "check_draft",
     "checkable_pairs",
+    "curate",
     "detect_schema",
     "load_pairs",
     "open_ended_pairs",
