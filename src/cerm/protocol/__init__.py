@@ -39,6 +39,7 @@ from cerm.protocol._readout import (
     score_distribution,
 )
 from cerm.protocol._render import (
+    PROTOCOL_TEMPLATE_KWARGS,
     ContentSpan,
     RenderedChat,
     assistant_token_mask,
@@ -57,6 +58,7 @@ __all__ = [
     "FORCED_READOUT_SUFFIX",
     "OVERALL_RANGE",
     "PROMPT_VERSION",
+    "PROTOCOL_TEMPLATE_KWARGS",
     "START_OF_CRITERIA",
     "ContentSpan",
     "Conversation",
