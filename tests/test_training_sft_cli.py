@@ -107,7 +107,11 @@ def test_paper_recipe_config_validates_without_running(capsys: pytest.CaptureFix
     assert sft["model"] == "Qwen/Qwen3-4B-Instruct-2507"
     assert sft["finetuning"] == "qlora"
     assert (sft["effective_batch_size"], sft["learning_rate"], sft["num_train_epochs"]) == (64, 1e-5, 3)
-    assert "teach" in printed
+    assert list(printed) == ["curate", "teach", "sft"]
+    assert printed["curate"]["data"] == "Skywork/Skywork-Reward-Preference-80K-v0.2"
+    assert printed["curate"]["max_accuracy"] == 0.6
+    assert printed["teach"]["data"] == printed["curate"]["output_dir"]
+    assert sft["data"] == [printed["teach"]["output_dir"]]
 
 
 def test_cerm_train_sft_runs_from_the_command_line(tmp_path: Path, cli_env: dict[str, str]) -> None:
