@@ -154,3 +154,31 @@ def test_cerm_train_sft_runs_from_the_command_line(tmp_path: Path, cli_env: dict
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["config"]["lora_r"] == 2
     assert manifest["config"]["max_steps"] == 1
+
+
+def test_trained_folders_resolve_to_base_plus_adapter(tmp_path: Path) -> None:
+    from cerm.training._artifacts import resolve_trained_dir
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "/some/cache/path"}))
+    assert resolve_trained_dir(adapter) == ("/some/cache/path", str(adapter))
+    # cerm's manifest names the base portably ("demo-base"), and wins over the adapter's absolute path.
+    (adapter / "manifest.json").write_text(json.dumps({"stage": "sft", "stats": {"base_model": "demo-base"}}))
+    assert resolve_trained_dir(adapter) == ("demo-base", str(adapter))
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "config.json").write_text("{}")
+    assert resolve_trained_dir(full) is None
+    assert resolve_trained_dir("Qwen/Qwen3-4B-Instruct-2507") is None
+
+
+def test_demo_names_keep_the_trained_judge_and_its_base_apart() -> None:
+    from cerm._embedded import embedded_model_id, is_demo_base_model, is_demo_model
+
+    assert is_demo_model("demo")
+    assert not is_demo_base_model("demo")
+    assert is_demo_base_model("demo-base")
+    assert not is_demo_model("demo-base")
+    assert embedded_model_id("demo") != embedded_model_id("demo-base")  # criteria caches must not mix them
+    assert embedded_model_id("Qwen/Qwen3-4B") is None
