@@ -9,7 +9,8 @@ count, per judged response:
 
 Pair sets: held-out checkable pairs (``checkable_pairs(..., split="heldout")``, never seen in training), and real
 queries the demo never saw: LLMBar's MT-Bench subset (MT-Bench prompts with two answers each, human preference) and
-LLMBar's natural + adversarial subsets, read from ../shared/data (skipped with a message when absent).
+LLMBar's natural + adversarial subsets, read from $CERM_DATA_DIR or ../shared/data (skipped with a message when
+absent).
 
     python benchmarks/demo_judge_format.py --model demo --heldout 24 --real 8
     python benchmarks/demo_judge_format.py --model demo-base --heldout 8 --real 0 --criteria-max-new-tokens 256 \\
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import random
 import time
@@ -32,7 +34,7 @@ from cerm import Judge, JudgeConfig
 from cerm.training import checkable_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
+SHARED = Path(os.environ.get("CERM_DATA_DIR") or ROOT.parent / "shared" / "data")
 
 
 def _llmbar(subsets: tuple[str, ...], n: int, seed: int) -> list[dict[str, str]]:

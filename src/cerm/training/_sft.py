@@ -354,7 +354,8 @@ def _load_model(config: SFTConfig, path: str, torch: Any, transformers: Any) -> 
     except ImportError as exc:
         raise BackendUnavailableError("LoRA needs peft: pip install 'ce-rm[peft]'") from exc
     if config.finetuning == "qlora":
-        model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
+        prepare: Any = peft.prepare_model_for_kbit_training  # untyped in peft
+        model = prepare(model, use_gradient_checkpointing=config.gradient_checkpointing)
     lora = peft.LoraConfig(
         r=config.lora_r,
         lora_alpha=config.lora_alpha,
