@@ -88,7 +88,7 @@ def test_two_ranks_on_cpu_finish_with_equal_weights(tiny_model: Path, tmp_path: 
     out.mkdir()
     env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          str(script), str(tiny_model), str(out), str(data)],
         env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
