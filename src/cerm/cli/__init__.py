@@ -37,6 +37,7 @@ _COMMANDS = (
     "cerm.cli._rerank",
     "cerm.cli._serve",
     "cerm.cli._eval",
+    "cerm.cli._train",
 )
 
 
@@ -59,7 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # Only `cerm train` takes free-form setting flags (--max-steps 2); everywhere else they are mistakes.
+        if not getattr(args, "accepts_extra_flags", False):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.extra_flags = extra
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE

@@ -1,4 +1,4 @@
-"""Training your own CE-RM judge (curation, cold-start SFT, two-stage-rollout GRPO).
+"""Training your own CE-RM judge (SPEC section 2): curation, teacher SFT targets, cold-start SFT, then GRPO.
 
 This package composes the same pieces as inference: curation uses the Judge, SFT targets come from a teacher Judge,
 GRPO rollouts come from a backend and rewards from :mod:`cerm.protocol`.
@@ -6,7 +6,14 @@ GRPO rollouts come from a backend and rewards from :mod:`cerm.protocol`.
 Data half: :class:`PreferencePair` and :func:`load_pairs` (cerm JSONL, ``datasets``, Skywork-Reward-Preference),
 the seeded generators :func:`checkable_pairs` and :func:`open_ended_pairs` (fixed held-out splits), teachers
 (:class:`ProgrammaticTeacher`, :class:`JudgeTeacher`) with rejection sampling in :func:`teach`, and curation.
+
+Model half: :class:`SFTConfig` and cold-start SFT on TRL's SFTTrainer (loss on both assistant turns, masks from the
+protocol's own rendering), behind :class:`Trainer`. Every stage writes a folder with a ``manifest.json`` (config,
+input hashes, statistics); an SFT folder loads directly in ``Judge(folder)``. ``import cerm.training`` stays light:
+torch, trl and datasets load when a stage runs.
 """
+
+from __future__ import annotations
 
 from cerm.training._checkable import checkable_pairs, split_of
 from cerm.training._clusters import LABEL_PROMPT, TASK_LABELS
@@ -16,6 +23,7 @@ from cerm.training._manifest import read_manifest
 from cerm.training._open_ended import open_ended_pairs
 from cerm.training._pairs import PairError, PreferencePair, read_pairs, write_pairs
 from cerm.training._programmatic import ProgrammaticTeacher
+from cerm.training._sft import SFTConfig, SFTResult
 from cerm.training._teach import (
     DraftVerdict,
     JudgeTeacher,
@@ -29,6 +37,7 @@ from cerm.training._teach import (
     teach_pairs,
     write_trajectories,
 )
+from cerm.training._trainer import Trainer
 
 __all__ = [
     "LABEL_PROMPT",
@@ -39,9 +48,12 @@ __all__ = [
     "PairError",
     "PreferencePair",
     "ProgrammaticTeacher",
+    "SFTConfig",
+    "SFTResult",
     "TeachConfig",
     "Teacher",
     "TeacherDraft",
+    "Trainer",
     "Trajectory",
     "check_draft",
     "checkable_pairs",
