@@ -100,9 +100,10 @@ def tree_layout(num_criteria: int, num_evaluations: int) -> tuple[TreeRow, ...]:
     """The rows of one pair's tree, in order: criteria, chosen evaluations (criteria-major), rejected evaluations."""
     _check_shape(num_criteria, num_evaluations)
     rows = [TreeRow("criteria", i, None) for i in range(num_criteria)]
-    for role in ("chosen", "rejected"):
+    roles: tuple[TreeRole, ...] = ("chosen", "rejected")
+    for role in roles:
         rows.extend(
-            TreeRow(role, i, j)  # type: ignore[arg-type]
+            TreeRow(role, i, j)
             for i in range(num_criteria)
             for j in range(num_evaluations)
         )
