@@ -413,7 +413,8 @@ SCRIPT = textwrap.dedent(
     result = run_grpo(config, pairs, callbacks=[Record()], trainer_class=Spy)
     model = Spy.instance.model
     digest = [float(p.detach().double().sum()) for n, p in sorted(model.named_parameters()) if p.requires_grad]
-    print(json.dumps({"rank": rank, "global_step": result.global_step, "seen": seen, "params": digest,
+    history = [{k: e.get(k) for k in ("step", "loss", "reward", "kl", "cerm/reward/criteria")} for e in result.log_history]
+    print(json.dumps({"rank": rank, "global_step": result.global_step, "seen": seen, "params": digest, "history": history,
                       "resumed": result.manifest.get("stats", {}).get("resumed_from")}))
     """
 )
@@ -456,7 +457,9 @@ def test_resume_after_a_kill_reaches_the_uninterrupted_state(tiny_model: Path, t
     assert a.keys() == b.keys()
     worst = max(float((a[k] - b[k]).abs().max()) for k in a)
     scale = max(float(b[k].abs().max()) for k in b)
-    assert worst <= 1e-5 * max(scale, 1.0), f"resumed run differs from the uninterrupted one by {worst}"
+    assert worst <= 1e-5 * max(scale, 1.0), (
+        f"resumed run differs from the uninterrupted one by {worst}: {summary['history']} vs {plain['history']}"
+    )
 
 
 @pytest.mark.slow

@@ -384,6 +384,7 @@ def build_trainer(
         tie_value=config.tie_value,
         template_kwargs=chat_template_kwargs(tokenizer.chat_template, dict(config.chat_template_kwargs)),
     )
+    transformers.set_seed(config.seed)  # a fresh adapter's initial weights are the same in every run of a config
     model, dtype, base = load_policy(config, torch, transformers)
     cls = trainer_class or make_trainer_class()
     trainer = cls(
