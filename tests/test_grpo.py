@@ -413,9 +413,10 @@ SCRIPT = textwrap.dedent(
     result = run_grpo(config, pairs, callbacks=[Record()], trainer_class=Spy)
     model = Spy.instance.model
     digest = [float(p.detach().double().sum()) for n, p in sorted(model.named_parameters()) if p.requires_grad]
-    history = [{k: e.get(k) for k in ("step", "loss", "reward", "kl", "cerm/reward/criteria")} for e in result.log_history]
-    print(json.dumps({"rank": rank, "global_step": result.global_step, "seen": seen, "params": digest, "history": history,
-                      "resumed": result.manifest.get("stats", {}).get("resumed_from")}))
+    keys = ("step", "loss", "reward", "kl", "cerm/reward/criteria")
+    history = [{k: e.get(k) for k in keys} for e in result.log_history]
+    print(json.dumps({"rank": rank, "global_step": result.global_step, "seen": seen, "params": digest,
+                      "history": history, "resumed": result.manifest.get("stats", {}).get("resumed_from")}))
     """
 )
 
