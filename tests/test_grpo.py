@@ -469,7 +469,7 @@ def test_two_ranks_hold_whole_pairs_and_agree(tiny_model: Path, tmp_path: Path) 
     script.write_text(SCRIPT, encoding="utf-8")
     done = _run(script, [str(tiny_model), str(tmp_path / "ddp"), "0", "2", "ddp"], ranks=2)
     assert done.returncode == 0, done.stderr[-3000:]
-    reports = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    reports = [json.loads(line) for line in done.stdout.splitlines() if line.startswith('{"rank"')]
     assert sorted(r["rank"] for r in reports) == [0, 1]
     size = 2 + 2 * 2 * 1
     all_ids: list[str] = []
