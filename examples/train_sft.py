@@ -36,7 +36,9 @@ def main() -> None:
     #    only trajectories whose scores order chosen above rejected.
     teach_dir = trainer.teach(TeachConfig(output_dir=str(out / "teach"), checkable=args.pairs, seed=0))
     manifest = json.loads((Path(teach_dir) / "manifest.json").read_text(encoding="utf-8"))
-    print(f"teacher: {manifest['stats']['trajectories']} trajectories, acceptance {manifest['stats']['acceptance_rate']}")
+    print(
+        f"teacher: {manifest['stats']['trajectories']} trajectories, acceptance {manifest['stats']['acceptance_rate']}"
+    )
 
     # 2. Cold-start SFT with LoRA on the untrained embedded model; loss on both assistant turns.
     result = trainer.sft(

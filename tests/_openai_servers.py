@@ -55,6 +55,8 @@ class FaultServer:
     ``badjson`` (200 with a broken body), ``nochoices``. When a tag's list runs out, the answer is ``ok``.
     ``ok`` answers criteria text to a one-message conversation and ``... \\boxed{S}`` to an evaluation, S from a
     ``score=S`` in the last message (default 5). ``ignore_n`` answers one choice whatever ``n`` says (like llama.cpp).
+    ``reject_fields`` names request fields the server refuses with HTTP 400, as OpenAI's own API does with fields it
+    does not define.
     """
 
     schedule: dict[str, list[str]] = field(default_factory=dict)
@@ -62,6 +64,7 @@ class FaultServer:
     hang_s: float = 30.0
     ignore_n: bool = False
     latency_s: float = 0.0
+    reject_fields: frozenset[str] = frozenset()
     seen: list[Seen] = field(default_factory=list)
     in_flight: int = 0
     max_in_flight: int = 0
@@ -85,7 +88,8 @@ class FaultServer:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
-        action = self._action(body)
+        refused = sorted(self.reject_fields & body.keys())
+        action = f"reject {refused[0]}" if refused else self._action(body)
         headers = {k.lower(): v for k, v in request.headers.items()}
         self.seen.append(Seen(time.monotonic(), body, action, headers, request.path, dict(request.query)))
         self.in_flight += 1
@@ -98,6 +102,9 @@ class FaultServer:
             self.in_flight -= 1
 
     async def _answer(self, request: web.Request, body: dict[str, Any], action: str) -> web.StreamResponse:
+        if action.startswith("reject "):
+            message = f"Unrecognized request argument supplied: {action.removeprefix('reject ')}"
+            return web.json_response({"error": {"message": message, "type": "invalid_request_error"}}, status=400)
         if action == "ok":
             return web.json_response(self._completion(body))
         if action == "429":

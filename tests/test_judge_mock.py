@@ -238,7 +238,8 @@ def test_error_completion_makes_only_that_item_errored_not_unscorable() -> None:
     assert [j.score for j in judgment] == [8.0, None, 8.0]
     # A failed generation is ERROR (no verdict, retry it), never the judge's UNSCORABLE, and never a number.
     assert judgment[1].status is Status.ERROR
-    assert judgment[1].errored and not judgment[1].scorable
+    assert judgment[1].errored
+    assert not judgment[1].scorable
     assert judgment[1].reason == "evaluation generation failed: CUDA out of memory"
     assert [j.status for j in (judgment[0], judgment[2])] == [Status.SCORED, Status.SCORED]
 

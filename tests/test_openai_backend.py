@@ -8,6 +8,7 @@ the Judge end to end against a real OpenAI-compatible implementation, compared w
 from __future__ import annotations
 
 import asyncio
+import base64
 import importlib.util
 import itertools
 import logging
@@ -135,7 +136,7 @@ def test_exhausted_criteria_request_marks_that_query_only(server: FaultServer) -
     server.schedule = {"broken query": ["500"] * 5}
     with Judge(backend_for(server), config=EVAL) as judge:
         rows = judge.judge_batch([("broken query", ["a score=3", "b score=4"]), ("fine query", ["c score=6"])])
-    assert [j.status for j in rows[0]] == [Status.UNSCORABLE, Status.UNSCORABLE]
+    assert [j.status for j in rows[0]] == [Status.ERROR, Status.ERROR]  # no judgment was produced
     assert "criteria generation failed" in (rows[0][0].reason or "")
     assert "HTTP 500" in (rows[0][0].reason or "")
     assert rows[1][0].score == 6.0
@@ -255,6 +256,82 @@ def test_query_string_in_the_base_url_is_sent_as_query_parameters(server: FaultS
     assert server.seen[0].query == {"api-version": "2024-06-01", "deployment": "judge"}
 
 
+# -- chat template variables (issue 10 item 4) -----------------------------------------------------------------------
+def test_protocol_template_kwargs_are_sent_by_default(server: FaultServer) -> None:
+    # Without them a Qwen3 hybrid model served by vLLM or SGLang would open a <think> block the judge never learned.
+    with backend_for(server) as backend:
+        backend.generate([conv("x")], SamplingParams(max_new_tokens=5))
+        assert backend.describe()["chat_template_kwargs"] == {"enable_thinking": False}
+    assert server.seen[0].body["chat_template_kwargs"] == {"enable_thinking": False}
+
+
+def test_template_kwargs_merge_and_can_be_turned_off(server: FaultServer) -> None:
+    with backend_for(server, chat_template_kwargs={"custom": 1}) as backend:
+        backend.generate([conv("x")], SamplingParams(max_new_tokens=5))
+    with backend_for(server, send_template_kwargs=False) as backend:
+        backend.generate([conv("y")], SamplingParams(max_new_tokens=5))
+        assert backend.describe()["chat_template_kwargs"] is None
+    assert server.seen[0].body["chat_template_kwargs"] == {"enable_thinking": False, "custom": 1}
+    assert "chat_template_kwargs" not in server.seen[1].body
+
+
+def test_a_server_that_refuses_template_kwargs_gets_requests_without_them() -> None:
+    with FaultServer(reject_fields=frozenset({"chat_template_kwargs"})).running() as srv:
+        with backend_for(srv) as backend:
+            first = backend.generate([conv("a"), conv("b")], SamplingParams(max_new_tokens=5))
+            later = backend.generate([conv("c")], SamplingParams(max_new_tokens=5))
+            assert backend.describe()["chat_template_kwargs"] is None
+        assert [row[0].finish_reason for row in (*first, *later)] == ["stop", "stop", "stop"]
+        refused = [s for s in srv.seen if s.action.startswith("reject")]
+        assert 1 <= len(refused) <= 2  # the requests already in flight when the first refusal came back
+        assert "chat_template_kwargs" not in srv.seen[-1].body
+        # Asked for explicitly, a refusal is the request's error, not silently dropped.
+        with backend_for(srv, send_template_kwargs=True) as strict:
+            (row,) = strict.generate([conv("d")], SamplingParams(max_new_tokens=5))
+        assert row[0].finish_reason == "error"
+        assert "chat_template_kwargs" in (row[0].error or "")
+
+
+def test_openai_own_api_gets_no_template_kwargs() -> None:
+    backend = OpenAIBackend("gpt-x", base_url="https://api.openai.com/v1", api_key="sk-x")
+    assert backend.describe()["chat_template_kwargs"] is None
+    backend.close()
+
+
+# -- credentials in the base URL (issue 10 item 8) ------------------------------------------------------------------
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+def test_credentials_in_the_base_url_become_a_basic_auth_header(server: FaultServer, transport: str) -> None:
+    # aiohttp used to refuse every request: "Cannot combine AUTHORIZATION header with ... credentials encoded in URL".
+    url = server.base_url.replace("http://", "http://judge-user:pa%40ss-w0rd@")
+    with OpenAIBackend("m", base_url=url, transport=transport, **FAST) as backend:  # type: ignore[arg-type]
+        (row,) = backend.generate([conv("x")], SamplingParams(max_new_tokens=5))
+        described = repr(backend.describe())
+    assert row[0].finish_reason == "stop", row[0].error
+    expected = "Basic " + base64.b64encode(b"judge-user:pa@ss-w0rd").decode()
+    assert server.seen[0].headers["authorization"] == expected
+    for secret in ("pa%40ss-w0rd", "pa@ss-w0rd", "judge-user", expected.removeprefix("Basic ")):
+        assert secret not in described
+
+
+def test_credentials_in_the_base_url_and_an_api_key_are_refused() -> None:
+    with pytest.raises(ConfigurationError, match="credentials"):
+        OpenAIBackend("m", base_url="https://u:p@example.test/v1", api_key="sk-x")
+
+
+def test_secrets_in_the_base_url_never_reach_describe_nor_errors(server: FaultServer) -> None:
+    server.schedule = {"refused": ["401echo"]}
+    url = server.base_url.replace("http://", "http://u:url-secret-pw@") + "?api-key=query-secret-key&api-version=1"
+    with OpenAIBackend("m", base_url=url, **FAST) as backend:
+        (row,) = backend.generate([conv("refused")], SamplingParams(max_new_tokens=5))
+        described = repr(backend.describe())
+    assert server.seen[0].query["api-key"] == "query-secret-key"  # sent...
+    echoed = server.seen[0].headers["authorization"].removeprefix("Bearer ")
+    assert row[0].finish_reason == "error"
+    for secret in ("url-secret-pw", "query-secret-key", echoed.removeprefix("Basic ")):  # ...never shown
+        assert secret not in described
+        assert secret not in (row[0].error or "")
+
+
 # -- secrets --------------------------------------------------------------------------------------------------------
 def test_api_key_never_logged_nor_recorded(server: FaultServer, caplog: pytest.LogCaptureFixture) -> None:
     secret = "sk-very-secret-0123456789"
@@ -265,7 +342,7 @@ def test_api_key_never_logged_nor_recorded(server: FaultServer, caplog: pytest.L
         judgments = judge.judge("q", ["refused", "flaky score=2"])
         described = repr(backend.describe())
     assert server.seen[0].headers["authorization"] == f"Bearer {secret}"  # it was sent...
-    assert judgments[0].status is Status.UNSCORABLE
+    assert judgments[0].status is Status.ERROR  # the request failed: no judgment
     assert "***" in (judgments[0].reason or "")
     for text in (described, caplog.text, repr([j.to_dict() for j in judgments])):  # ...and never shown
         assert secret not in text

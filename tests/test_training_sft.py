@@ -125,11 +125,14 @@ def test_loss_covers_both_assistant_turns_and_no_context(tokenizer: Any, templat
         assert text[len(content) :].strip() == end_of_turn, f"only the end-of-turn markup follows: {text[-30:]!r}"
     # Nothing of the context is trained: the prompts, the query, the response, the role headers, the system turn.
     context = tok.decode([t for t, bit in zip(ids, mask, strict=True) if not bit])
-    assert "[Start of Query]" in context and row["response"] in context
+    assert "[Start of Query]" in context
+    assert row["response"] in context
     trained = tok.decode([t for t, bit in zip(ids, mask, strict=True) if bit])
-    assert "[Start of Query]" not in trained and "Below is the response" not in trained
+    assert "[Start of Query]" not in trained
+    assert "Below is the response" not in trained
     assert "<|im_start|>" not in trained
-    assert START_OF_CRITERIA in trained and END_OF_CRITERIA in trained
+    assert START_OF_CRITERIA in trained
+    assert END_OF_CRITERIA in trained
 
 
 def test_over_long_examples_are_dropped_and_counted_never_cut(tokenizer: Any) -> None:
@@ -139,7 +142,9 @@ def test_over_long_examples_are_dropped_and_counted_never_cut(tokenizer: Any) ->
     limit = lengths[0] + 5
     assert lengths[1] > limit
     examples = tokenize_examples(tokenizer, [short, long, short], max_length=limit)
-    assert examples.read == 3 and examples.kept == 2 and examples.dropped_too_long == 1
+    assert examples.read == 3
+    assert examples.kept == 2
+    assert examples.dropped_too_long == 1
     assert examples.longest_dropped == lengths[1]
     assert all(len(ids) == lengths[0] for ids in examples.input_ids), "kept rows are whole, never truncated"
     assert examples.stats()["examples_dropped_too_long"] == 1
@@ -167,7 +172,7 @@ def test_grpo_points_to_part_two() -> None:
         Trainer().grpo({})
 
 
-# -- training runs ------------------------------------------------------------------------------------------------------
+# -- training runs ---------------------------------------------------------------------------------------------------
 class Snapshot(transformers.TrainerCallback):  # type: ignore[misc]
     """Copies of the trainable parameters when training begins and ends, and their dtypes."""
 
@@ -237,10 +242,12 @@ def test_lora_steps_lower_the_loss_and_move_both_lora_matrices(lora_run: tuple[A
 
 
 def test_output_folder_has_adapter_manifest_and_hashes(lora_run: tuple[Any, Snapshot, Path]) -> None:
-    from cerm.training import read_manifest, resolve_trained_dir
+    from cerm.training import read_manifest
+    from cerm.training._artifacts import resolve_trained_dir
 
-    result, _, out = lora_run
-    assert (out / "adapter_model.safetensors").is_file() and (out / "adapter_config.json").is_file()
+    _result, _, out = lora_run
+    assert (out / "adapter_model.safetensors").is_file()
+    assert (out / "adapter_config.json").is_file()
     manifest = read_manifest(out)
     assert manifest["stage"] == "sft"
     assert manifest["config"]["learning_rate"] == 5e-3
@@ -248,12 +255,15 @@ def test_output_folder_has_adapter_manifest_and_hashes(lora_run: tuple[Any, Snap
     import hashlib
 
     assert hashlib.sha256(Path(data_path).read_bytes()).hexdigest() == digest
-    assert manifest["outputs"]["adapter_model.safetensors"] == hashlib.sha256(
-        (out / "adapter_model.safetensors").read_bytes()
-    ).hexdigest()
+    assert (
+        manifest["outputs"]["adapter_model.safetensors"]
+        == hashlib.sha256((out / "adapter_model.safetensors").read_bytes()).hexdigest()
+    )
     stats = manifest["stats"]
-    assert stats["examples_kept"] == 2 and stats["examples_dropped_too_long"] == 0
-    assert stats["global_step"] == 2 and len(stats["logged_losses"]) == 2
+    assert stats["examples_kept"] == 2
+    assert stats["examples_dropped_too_long"] == 0
+    assert stats["global_step"] == 2
+    assert len(stats["logged_losses"]) == 2
     assert resolve_trained_dir(out) == (stats["base_model"], str(out))
     assert (out / "checkpoints").is_dir()
 
@@ -269,7 +279,8 @@ def test_trained_adapter_folder_loads_in_judge(lora_run: tuple[Any, Snapshot, Pa
 
         saved = load_file(str(out / "adapter_model.safetensors"))
         live = {n: p for n, p in judge.backend.model.named_parameters() if "lora_B" in n}  # type: ignore[attr-defined]
-        assert live and any(float(p.abs().sum()) > 0 for p in live.values())
+        assert live
+        assert any(float(p.abs().sum()) > 0 for p in live.values())
         assert len(live) == sum(1 for k in saved if "lora_B" in k)
         judgments = judge.judge("What is 2 + 2?", ["4", "5"])
     assert len(judgments) == 2  # a random model writes no format: UNSCORABLE, with a reason
@@ -282,7 +293,8 @@ def test_full_finetuning_output_loads_as_a_plain_model(tiny_model: Path, tmp_pat
         _config(tiny_model, out, finetuning="full", max_steps=1, learning_rate=1e-3), rows=[trajectory(1)]
     )
     assert result.global_step == 1
-    assert (out / "config.json").is_file() and not (out / "adapter_config.json").exists()
+    assert (out / "config.json").is_file()
+    assert not (out / "adapter_config.json").exists()
     with Judge(str(out), config=JudgeConfig(criteria_max_new_tokens=2, evaluation_max_new_tokens=2)) as judge:
         assert judge.backend.describe()["adapter"] is None
         assert len(judge.judge("q?", ["a"])) == 1
@@ -306,14 +318,15 @@ def test_qlora_steps_on_cpu_learn_with_fp32_adapters(tiny_model: Path, tmp_path:
         rows=[trajectory(1), trajectory(2)],
         callbacks=[snapshot, CheckGuard()],
     )
-    assert guard["layers"] > 0 and guard["off"], "the CPU 4-bit repacking trap must be switched off before training"
+    assert guard["layers"] > 0
+    assert guard["off"], "the CPU 4-bit repacking trap must be switched off before training"
     assert snapshot.dtypes == {torch.float32}, "trainable parameters stay fp32 (TRL casts QLoRA adapters to bf16)"
     assert result.last_logged_loss < result.first_logged_loss
     assert snapshot.changed_fraction("lora_A") > 0.9
     assert snapshot.changed_fraction("lora_B") > 0.9
 
 
-# -- resume after a kill -------------------------------------------------------------------------------------------------
+# -- resume after a kill ---------------------------------------------------------------------------------------------
 RESUME_SCRIPT = textwrap.dedent(
     """
     import json, os, signal, sys
@@ -338,7 +351,9 @@ RESUME_SCRIPT = textwrap.dedent(
 )
 
 
-def _run_resume_script(script: Path, model: Path, out: Path, data: Path, kill_at: int) -> subprocess.CompletedProcess[str]:
+def _run_resume_script(
+    script: Path, model: Path, out: Path, data: Path, kill_at: int
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     return subprocess.run(
         [sys.executable, str(script), str(model), str(out), str(data), str(kill_at)],
@@ -366,7 +381,8 @@ def test_resume_after_a_kill_reaches_the_uninterrupted_state(tiny_model: Path, t
     resumed = _run_resume_script(script, tiny_model, tmp_path / "killed", data, kill_at=0)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     summary = json.loads(resumed.stdout.strip().splitlines()[-1])
-    assert summary["global_step"] == 4 and summary["resumed"].endswith("checkpoint-2")
+    assert summary["global_step"] == 4
+    assert summary["resumed"].endswith("checkpoint-2")
 
     straight = _run_resume_script(script, tiny_model, tmp_path / "straight", data, kill_at=0)
     assert straight.returncode == 0, straight.stderr[-2000:]

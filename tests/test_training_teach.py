@@ -148,3 +148,15 @@ def test_judge_teacher_on_the_demo_model_reports_what_it_wrote(demo_backend: Bac
     # The untrained demo model never closes the format at these budgets: all its drafts are rejected.
     assert stats["drafts_accepted"] == 0
     assert set(stats["rejections"]) <= {"criteria_format", "evaluation_format", "unscorable"}
+
+
+def test_teach_reads_a_stage_directory_plus_generated_pairs(tmp_path: Path) -> None:
+    from cerm.training import teach_pairs, write_pairs
+
+    write_pairs([_pair("p1", "A good answer.", "A bad answer.")], tmp_path / "curated" / "pairs.jsonl")
+    config = TeachConfig(output_dir=str(tmp_path / "t"), data=str(tmp_path / "curated"), checkable=2, open_ended=1)
+    pairs = teach_pairs(config)
+    assert [p.source for p in pairs] == ["t", "cerm-checkable", "cerm-checkable", "cerm-open"]
+    teach(config)
+    stats = read_manifest(tmp_path / "t")["stats"]
+    assert (stats["pairs"], stats["pairs_unsupported"], stats["trajectories"]) == (4, 1, 6)

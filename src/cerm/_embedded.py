@@ -157,7 +157,7 @@ def _merge_adapter(base: Path, adapter: Path, target: Path) -> None:
     # Merged and stored in fp32: the adapter's update is small against the weights, and bf16 rounding would erase
     # much of it (the backends still load it in the dtype they are asked for).
     merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
-    tokenizer = AutoTokenizer.from_pretrained(str(adapter))
+    tokenizer = AutoTokenizer.from_pretrained(str(base))  # trained with the base's own tokenizer and template
     staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
     try:
         merged.save_pretrained(str(staging))

@@ -683,7 +683,9 @@ class Judge:
             # A failed generation means no verdict was reached: ERROR (retry it), not the judge's UNSCORABLE.
             status = Status.ERROR if any(c.failed for c in chains) else Status.UNSCORABLE
             if len(chains) > 1:
-                reason = f"all {len(chains)} chains {'failed or ' if status is Status.ERROR else ''}unscorable: {reason}"
+                reason = (
+                    f"all {len(chains)} chains {'failed or ' if status is Status.ERROR else ''}unscorable: {reason}"
+                )
             return Judgment(index, status, None, reason, tuple(chains), provenance, unique_warnings)
         mean, spread = mean_and_spread(scores)
         if len(scores) < len(chains):

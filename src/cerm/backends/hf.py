@@ -96,7 +96,8 @@ class HFBackend(Backend):
             trained = resolve_trained_dir(model)
             if trained is not None:
                 model, adapter = trained
-                tokenizer = tokenizer or adapter  # the folder keeps the tokenizer and template it was trained with
+                if tokenizer is None and (Path(adapter) / "tokenizer_config.json").is_file():
+                    tokenizer = adapter  # the folder keeps the tokenizer and template it was trained with
         self._model_id = embedded_model_id(model) or model
         if adapter:
             self._model_id += f"+{adapter}"

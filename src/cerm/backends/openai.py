@@ -23,6 +23,7 @@ Design, and why:
 from __future__ import annotations
 
 import asyncio
+import base64
 import concurrent.futures
 import json
 import logging
@@ -35,11 +36,11 @@ import weakref
 from collections.abc import Coroutine, Mapping, Sequence
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal, TypeVar
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 from cerm._errors import BackendUnavailableError, ConfigurationError
 from cerm.backends._base import Backend, Completion, FinishReason, SamplingParams, TokenLogprob
-from cerm.protocol import Conversation
+from cerm.protocol import PROTOCOL_TEMPLATE_KWARGS, Conversation
 
 logger = logging.getLogger("cerm")
 
@@ -49,6 +50,10 @@ T = TypeVar("T")
 _PLACEHOLDER_KEY = "EMPTY"
 # Retried: rate limits, server errors, and the few 4xx codes that mean "try again" (timeout, conflict, too early).
 _RETRIED_4XX = frozenset({408, 409, 425, 429})
+# Hosts known to reject request fields they do not define: chat_template_kwargs is not sent there unless asked for.
+_STRICT_HOSTS = frozenset({"api.openai.com"})
+# Query parameters whose values are secrets (Azure's api-key, signed URLs): scrubbed from error text.
+_SECRET_QUERY_WORDS = ("key", "token", "secret", "sig", "auth", "pass", "code")
 Transport = Literal["aiohttp", "httpx"]
 
 
@@ -82,6 +87,14 @@ def _public_url(url: str) -> str:
     if parts.port:
         host = f"{host}:{parts.port}"
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def _basic_auth(username: str | None, password: str | None) -> str | None:
+    """The ``Authorization`` value for credentials found in a URL (percent-decoded), or None when it has none."""
+    if username is None and password is None:
+        return None
+    pair = f"{unquote(username or '')}:{unquote(password or '')}"
+    return "Basic " + base64.b64encode(pair.encode("utf-8")).decode("ascii")
 
 
 def _retry_after(headers: Mapping[str, str] | None) -> float | None:
@@ -218,10 +231,20 @@ class OpenAIBackend(Backend):
         max_retry_after: the longest ``Retry-After`` wait honoured; a longer one is cut to this.
         requests_per_minute, tokens_per_minute: optional client-side rate limits. Tokens are estimated before a
             request (prompt characters / 4 + the completion budget) and corrected from ``usage`` afterwards.
-        extra_body: extra request fields sent with every request, e.g. ``{"chat_template_kwargs":
-            {"enable_thinking": False}}`` for vLLM, ``{"top_k": 20}``. They override cerm's own fields of the same
-            name.
+        chat_template_kwargs: extra chat-template variables for the server to render with, on top of the CE-RM
+            protocol's ``{"enable_thinking": False}`` (what Qwen3's hybrid templates need; other templates ignore it).
+        send_template_kwargs: whether to send those variables as the ``chat_template_kwargs`` request field, which
+            vLLM, SGLang and llama.cpp's server read. ``None`` (default): send it, except to OpenAI's own API (which
+            rejects fields it does not define), and if a server refuses the field (HTTP 400/422 naming it), resend
+            without it and stop sending it. ``True``: always send (a refusal is the request's error). ``False``:
+            never send (then set the server's template defaults yourself).
+        extra_body: extra request fields sent with every request, e.g. ``{"top_k": 20}``. They override cerm's own
+            fields of the same name (``chat_template_kwargs`` included).
         extra_headers: extra HTTP headers (not recorded in :meth:`describe`: they may hold credentials).
+
+    Credentials in ``base_url`` (``https://user:password@host/v1``) are taken out of the URL and sent as HTTP Basic
+    authorization (``Authorization: Basic ...``, as curl does with such a URL) in place of the API key's Bearer
+    header; giving ``api_key`` as well is refused as ambiguous. Neither they nor query-string values are recorded.
         max_tokens_field: ``"max_tokens"`` (understood everywhere; llama.cpp ignores the other) or
             ``"max_completion_tokens"`` (OpenAI's reasoning models need it).
         context_length: the model's context, when you know it (recorded in provenance; the server checks it).
@@ -245,6 +268,8 @@ class OpenAIBackend(Backend):
         max_retry_after: float = 60.0,
         requests_per_minute: float | None = None,
         tokens_per_minute: float | None = None,
+        chat_template_kwargs: Mapping[str, Any] | None = None,
+        send_template_kwargs: bool | None = None,
         extra_body: Mapping[str, Any] | None = None,
         extra_headers: Mapping[str, str] | None = None,
         max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens",
@@ -283,9 +308,31 @@ class OpenAIBackend(Backend):
         # "?api-version=...") would end up inside the path. It is sent as a query parameter of every request instead.
         parts = urlsplit(base_url)
         self._default_query = dict(parse_qsl(parts.query, keep_blank_values=True))
-        self._base_url = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+        # Credentials in the URL go into a header: aiohttp refuses a URL with user info next to an Authorization
+        # header, and a URL is what ends up in logs.
+        url_auth = _basic_auth(parts.username, parts.password)
+        if url_auth is not None and api_key is not None:
+            raise ConfigurationError(
+                "base_url carries credentials (user:password@host) and api_key is given too: pass only one of them"
+            )
+        if url_auth is not None and any(name.lower() == "authorization" for name in extra_headers or {}):
+            raise ConfigurationError(
+                "base_url carries credentials (user:password@host) and extra_headers sets Authorization: pass one"
+            )
+        self._base_url = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
         # The key lives only inside the client (and in _secret, to scrub it from error text): never in describe().
-        self._secret = api_key or os.environ.get("OPENAI_API_KEY") or ""
+        self._secret = "" if url_auth is not None else api_key or os.environ.get("OPENAI_API_KEY") or ""
+        self._auth_headers = {} if url_auth is None else {"Authorization": url_auth}
+        query_secrets = [v for k, v in self._default_query.items() if any(w in k.lower() for w in _SECRET_QUERY_WORDS)]
+        url_secrets = [unquote(parts.password or ""), (url_auth or "").removeprefix("Basic ")]
+        # Longest first, so a secret that contains another is replaced whole.
+        self._scrubbed = sorted({x for x in (self._secret, *url_secrets, *query_secrets) if len(x) >= 4}, key=len)[::-1]
+        if send_template_kwargs is None and (parts.hostname or "").lower() in _STRICT_HOSTS:
+            send_template_kwargs = False
+        # Auto mode (None): send until a server refuses the field, then stop.
+        self._template_kwargs_auto = send_template_kwargs is None
+        self._send_template_kwargs = send_template_kwargs is not False
+        self._template_kwargs = {**PROTOCOL_TEMPLATE_KWARGS, **(chat_template_kwargs or {})}
         self._timeout = float(timeout)
         self._connect_timeout = float(min(connect_timeout, timeout))
         self._max_concurrency = max_concurrency
@@ -350,6 +397,7 @@ class OpenAIBackend(Backend):
             "max_attempts": self._max_attempts,
             "requests_per_minute": self._rpm,
             "tokens_per_minute": self._tpm,
+            "chat_template_kwargs": self._sent_template_kwargs(),
             "extra_body": dict(self._extra_body),
             "max_tokens_field": self._max_tokens_field,
             "transport": self._transport,
@@ -409,7 +457,7 @@ class OpenAIBackend(Backend):
                 base_url=self._base_url,
                 timeout=timeout,
                 max_retries=0,  # tenacity retries, with our own policy
-                default_headers=self._extra_headers or None,
+                default_headers={**self._auth_headers, **self._extra_headers} or None,
                 default_query=self._default_query or None,
                 http_client=http_client_cls(limits=limits, timeout=timeout),
             )
@@ -461,9 +509,30 @@ class OpenAIBackend(Backend):
             body["logprobs"] = True
             # llama.cpp returns no log-probabilities for logprobs=True alone: always say how many alternatives.
             body["top_logprobs"] = params.top_logprobs
+        template_kwargs = self._sent_template_kwargs()
+        if template_kwargs is not None:
+            body["chat_template_kwargs"] = template_kwargs
         if self._extra_body:
             body.update(self._extra_body)
         return body
+
+    def _sent_template_kwargs(self) -> dict[str, Any] | None:
+        """The ``chat_template_kwargs`` field requests carry now (None: not sent)."""
+        return dict(self._template_kwargs) if self._send_template_kwargs else None
+
+    def _refused_template_kwargs(self, body: dict[str, Any], error: _Fatal) -> bool:
+        """In auto mode, a 400/422 that names the field means this server does not take it: stop sending it."""
+        if not self._template_kwargs_auto or "chat_template_kwargs" in self._extra_body:
+            return False
+        if "chat_template_kwargs" not in body or "chat_template_kwargs" not in str(error):
+            return False
+        if self._send_template_kwargs:  # the first refusal says so; requests already in flight just resend
+            logger.info(
+                "the server at %s refuses chat_template_kwargs; sending requests without it",
+                _public_url(self._base_url),
+            )
+        self._send_template_kwargs = False
+        return True
 
     async def _request(
         self, conversation: Conversation, params: SamplingParams, n: int, sample: int
@@ -477,10 +546,13 @@ class OpenAIBackend(Backend):
         try:
             completions: list[Completion] = await retrying(self._attempt, body, params, estimate)
             return completions
-        except (_Retryable, _Fatal) as exc:
+        except _Fatal as exc:
+            if self._refused_template_kwargs(body, exc):
+                return await self._request(conversation, params, n, sample)
+            return [Completion.failed(self._scrub(str(exc)))]
+        except _Retryable as exc:
             attempts = retrying.statistics.get("attempt_number", 1)
-            detail = f" (gave up after {attempts} attempts)" if isinstance(exc, _Retryable) else ""
-            return [Completion.failed(self._scrub(f"{exc}{detail}"))]
+            return [Completion.failed(self._scrub(f"{exc} (gave up after {attempts} attempts)"))]
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug or an unforeseen client error: report it on this item, keep the others
@@ -590,9 +662,9 @@ class OpenAIBackend(Backend):
         )
 
     def _scrub(self, text: str) -> str:
-        """Remove the API key from text a server may have echoed it in (error messages)."""
-        if self._secret and len(self._secret) >= 4 and self._secret in text:
-            return text.replace(self._secret, "***")
+        """Remove the API key, URL credentials and secret query values from text a server may have echoed them in."""
+        for secret in self._scrubbed:
+            text = text.replace(secret, "***")
         return text
 
 

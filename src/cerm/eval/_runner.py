@@ -114,9 +114,12 @@ def _record(item: EvalItem, judgments: Sequence[Judgment], full: bool) -> dict[s
     return record
 
 
-def read_results(path: Path, repair: bool = False) -> list[dict[str, Any]]:
+def read_results(
+    path: Path, repair: bool = False, required: tuple[str, ...] = ("id", "candidates")
+) -> list[dict[str, Any]]:
     """Records from a results file. A last line cut off by an interruption is dropped (and, with ``repair``, removed
-    from the file); a malformed line anywhere else is an error naming the line."""
+    from the file); a malformed line anywhere else is an error naming the line. A record must hold the ``required``
+    keys (the defaults are those of ``cerm eval``; curation's per-pair judgments reuse this reader with theirs)."""
     if not path.is_file():
         return []
     raw = path.read_bytes()
@@ -130,7 +133,7 @@ def read_results(path: Path, repair: bool = False) -> list[dict[str, Any]]:
             continue
         try:
             obj = json.loads(line)
-            if not isinstance(obj, dict) or "id" not in obj or "candidates" not in obj:
+            if not isinstance(obj, dict) or any(key not in obj for key in required):
                 raise ValueError("not a result record")
             if number == len(lines):  # no newline after it: the write may not have finished
                 raise ValueError("unterminated last line")

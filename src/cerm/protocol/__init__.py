@@ -40,6 +40,7 @@ from cerm.protocol._readout import (
     score_distribution,
 )
 from cerm.protocol._render import (
+    PROTOCOL_TEMPLATE_KWARGS,
     ContentSpan,
     RenderedChat,
     assistant_token_mask,
@@ -74,6 +75,7 @@ __all__ = [
     "FORCED_READOUT_SUFFIX",
     "OVERALL_RANGE",
     "PROMPT_VERSION",
+    "PROTOCOL_TEMPLATE_KWARGS",
     "START_OF_CRITERIA",
     "ZERO_SPREAD",
     "ContentSpan",

@@ -7,6 +7,7 @@ evaluation, so a response that contains ``\\boxed{10}`` cannot leak into its own
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from cerm._types import Criteria, Criterion, CriterionScore, Evaluation, OtherPoints
 
@@ -22,7 +23,25 @@ _BOXED_OPEN = re.compile(r"\\boxed\s*\{")
 # A plain number, optionally signed (Other Point(s) may be written as a bonus "+1" or deduction "-0.5").
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
 _ITEM_PREFIX = re.compile(r"^\s*(?:\d+\s*[.)]|[-*•])\s*")
-_OTHER_POINTS = re.compile(r"other\s+points?(?:\s*\(s\))?", re.IGNORECASE)
+
+# Section headings are matched where a judge writes headings: at the start of a line, after optional Markdown heading
+# marks, a bullet, a number ("4." / "4)") and bold or italic marks, in any order the released model uses them
+# ("**5. Other Point(s)**", "5. **Other Point(s):**", "### Overall Evaluation"). The same words inside a sentence
+# ("other points such as tone") are prose, not a heading.
+_HEADING_LEAD = r"^[ \t]*(?P<lead>(?:(?:#{1,6}|[-*•+]|\d{1,2}[ \t]*[.)]|\*\*|__|\*|_)[ \t]*){0,4})"
+_OTHER_HEADING = re.compile(
+    _HEADING_LEAD + r"other[ \t]+points?(?:[ \t]*\([ \t]*s[ \t]*\))?", re.IGNORECASE | re.MULTILINE
+)
+_OVERALL_HEADING = re.compile(
+    _HEADING_LEAD + r"(?:overall|final|comprehensive|conclusion|summary)\b", re.IGNORECASE | re.MULTILINE
+)
+# What may follow the heading words on a line without heading marks: a colon, closing bold, or the end of the line
+# ("Other Point(s):"), after at most a few more title words for the overall section ("Overall quality score:").
+_CLOSE = r"[ \t]*(?:\*\*|__|\*|_)?[ \t]*(?:[:：]|$)"
+_OTHER_CLOSE = re.compile(_CLOSE, re.MULTILINE)
+_OVERALL_CLOSE = re.compile(r"(?:[ \t]+[A-Za-z()/-]+){0,4}?" + _CLOSE, re.MULTILINE)
+# The overall score announced on the line of its box ("... so the overall quality score is $\boxed{7}$").
+_OVERALL_ON_LINE = re.compile(r"\b(?:overall|final)\b.*\b(?:score|rating)\b", re.IGNORECASE)
 
 
 def _strip_markup(text: str) -> str:
@@ -91,54 +110,120 @@ def boxed_values(text: str) -> list[tuple[int, str]]:
     return [(pos, raw) for pos, raw in _scan_boxes(text) if raw is not None]
 
 
-def parse_overall_score(text: str) -> tuple[float | None, str | None]:
-    """The reward: the last boxed value, validated to 0-10. Returns (score, problem); exactly one is None."""
+def _headings(pattern: re.Pattern[str], close: re.Pattern[str], text: str) -> list[int]:
+    """Start positions of headings: heading marks (``#``, bold, a number) before the words, or a colon, closing bold
+    or the end of the line right after them."""
+    found = []
+    for match in pattern.finditer(text):
+        lead = match.group("lead")
+        marked = any(mark in lead for mark in ("#", "**", "__")) or any(ch.isdigit() for ch in lead)
+        if marked or close.match(text, match.end()):
+            found.append(match.start("lead"))
+    return found
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where the parts of an evaluation are: every box, the Other Point(s) entry and its box, the overall box."""
+
+    boxes: list[tuple[int, str | None]]
+    overall_headings: list[int]
+    other_heading: int | None
+    other_box: tuple[int, str] | None
+
+
+def _line_start(text: str, position: int) -> int:
+    return text.rfind("\n", 0, position) + 1
+
+
+def _layout(text: str) -> _Layout:
     boxes = _scan_boxes(text)
-    if not boxes:
+    others = _headings(_OTHER_HEADING, _OTHER_CLOSE, text)
+    overall = _headings(_OVERALL_HEADING, _OVERALL_CLOSE, text)
+
+    def entry_box(heading: int) -> tuple[int, str] | None:
+        """The first box of the Other Point(s) section that starts at ``heading``: before the next overall or Other
+        heading, and not on a later line that announces the overall score."""
+        ends = [h for h in (*overall, *others) if h > heading]
+        end = min(ends) if ends else len(text)
+        for pos, raw in boxes:
+            if pos <= heading or raw is None:
+                continue
+            if pos >= end:
+                return None
+            line = _line_start(text, pos)
+            if line > heading and _OVERALL_ON_LINE.search(text, line, pos):
+                return None
+            return pos, raw
+        return None
+
+    # The entry is the last Other Point(s) heading with a box of its own; failing that, the last one.
+    for heading in reversed(others):
+        box = entry_box(heading)
+        if box is not None:
+            return _Layout(boxes, overall, heading, box)
+    return _Layout(boxes, overall, others[-1] if others else None, None)
+
+
+def _overall(layout: _Layout) -> tuple[float | None, str | None]:
+    if not layout.boxes:
         return None, "no \\boxed{} score in the evaluation"
-    raw = boxes[-1][1]
+    pos, raw = layout.boxes[-1]
     if raw is None:
         # Reading the box before it would take a per-criterion score for the overall one.
         return None, "the last \\boxed{ is never closed (the evaluation looks cut off)"
+    if layout.other_box is not None and layout.other_box[0] == pos:
+        return None, (
+            f"the last boxed value {raw.strip()!r} belongs to the Other Point(s) entry (a bonus or deduction); "
+            "the evaluation has no overall score"
+        )
     value = parse_number(raw)
     if value is None:
         return None, f"the last boxed value {raw.strip()!r} is not a number"
+    if raw.strip().strip("$").strip()[:1] in "+-":
+        return None, f"the last boxed value {raw.strip()!r} is signed: a bonus or deduction, never the overall score"
     low, high = OVERALL_RANGE
     if not low <= value <= high:
         return None, f"overall score {value:g} is outside {low:g}-{high:g}"
     return value, None
 
 
+def parse_overall_score(text: str) -> tuple[float | None, str | None]:
+    """The reward: the last boxed value, when it is the overall score. Returns (score, problem); exactly one is None.
+
+    The last box is refused (UNSCORABLE, with the reason) when it is not a plain unsigned number in 0-10, or when it
+    is the box of the Other Point(s) entry: an evaluation that ends with its bonus or deduction has no overall score.
+    """
+    return _overall(_layout(text))
+
+
 def parse_evaluation(text: str, criteria: Criteria | None = None) -> Evaluation:
     """Parse an evaluation turn: per-criterion scores, the optional Other Point(s) entry, and the overall score.
 
-    Boxes before the last one are per-criterion scores in order; the one that follows an "Other Point(s)" heading is
-    that entry. Per-criterion scores are matched to ``criteria.items`` by position.
+    The overall score is the last box, read as :func:`parse_overall_score` does. The Other Point(s) entry starts at a
+    heading of that name (a heading: at the start of a line, bold, numbered or ``#``; not the words inside a
+    sentence) and its score is the first box of its section. The remaining boxes are per-criterion scores in order,
+    matched to ``criteria.items`` by position.
     """
-    overall, problem = parse_overall_score(text)
-    all_boxes = _scan_boxes(text)
+    layout = _layout(text)
+    overall, problem = _overall(layout)
+    all_boxes = layout.boxes
     # Every closed box except the last one (the overall score, or a malformed/unclosed last box).
     inner = [(pos, raw) for pos, raw in all_boxes[:-1] if raw is not None]
     warnings: list[str] = []
 
     other: OtherPoints | None = None
-    mentions = list(_OTHER_POINTS.finditer(text))
-    # The heading of the entry is the last mention followed by a per-criterion box; later mentions (the overall
-    # analysis often refers back to "Other Point(s)") and earlier ones (a restated instruction) are not headings.
-    other_match = next(
-        (m for m in reversed(mentions) if any(pos > m.start() for pos, _ in inner)),
-        mentions[-1] if mentions else None,
-    )
-    if other_match is not None:
-        following = [(pos, raw) for pos, raw in inner if pos > other_match.start()]
-        if following:
-            pos, raw = following[0]
-            other = OtherPoints(text=text[other_match.start() : pos].strip(), score=parse_number(raw), raw=raw)
+    if layout.other_heading is not None:
+        start = layout.other_heading
+        if layout.other_box is not None:
+            pos, raw = layout.other_box
+            other = OtherPoints(text=text[start:pos].strip(), score=parse_number(raw), raw=raw)
             inner = [(p, r) for p, r in inner if p != pos]
         else:
-            end = all_boxes[-1][0] if all_boxes else len(text)
-            other = OtherPoints(text=text[other_match.start() : end].strip(), score=None, raw=None)
-
+            # Up to the overall section (or the next box, or the end).
+            following = [p for p, _ in all_boxes if p > start] + [h for h in layout.overall_headings if h > start]
+            end = min(following) if following else len(text)
+            other = OtherPoints(text=text[start:end].strip(), score=None, raw=None)
     terms = criteria.items if criteria is not None else ()
     scores: list[CriterionScore] = []
     low, high = CRITERION_RANGE

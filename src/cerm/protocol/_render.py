@@ -18,6 +18,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Literal
 
 from cerm.protocol._conversation import Message
@@ -26,7 +27,7 @@ Generation = Literal["prompt", "continue", "none"]
 
 #: Template variables the CE-RM protocol sets when a template reads them (SPEC section 1): Qwen3's hybrid templates
 #: would otherwise open a ``<think>`` block the released judge was never trained to write.
-PROTOCOL_TEMPLATE_KWARGS: Mapping[str, Any] = {"enable_thinking": False}
+PROTOCOL_TEMPLATE_KWARGS: Mapping[str, Any] = MappingProxyType({"enable_thinking": False})
 
 # Placeholders for message contents: characters of Supplementary Private Use Area-B, which no tokenizer's chat
 # template trims, escapes or branches on. One opening mark, one per-message mark, one closing mark.

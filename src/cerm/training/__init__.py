@@ -17,6 +17,8 @@ stays light: torch, trl and datasets load when a stage runs.
 from __future__ import annotations
 
 from cerm.training._checkable import checkable_pairs, split_of
+from cerm.training._clusters import LABEL_PROMPT, TASK_LABELS
+from cerm.training._curate import CurateConfig, curate
 from cerm.training._grpo import GRPOConfig, GRPOResult
 from cerm.training._load import detect_schema, load_pairs
 from cerm.training._manifest import read_manifest
@@ -40,6 +42,9 @@ from cerm.training._teach import (
 from cerm.training._trainer import Trainer
 
 __all__ = [
+    "LABEL_PROMPT",
+    "TASK_LABELS",
+    "CurateConfig",
     "DraftVerdict",
     "GRPOConfig",
     "GRPOResult",
@@ -56,6 +61,7 @@ __all__ = [
     "Trajectory",
     "check_draft",
     "checkable_pairs",
+    "curate",
     "detect_schema",
     "load_pairs",
     "open_ended_pairs",

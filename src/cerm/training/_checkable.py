@@ -127,6 +127,11 @@ def _num(value: float) -> str:
     return f"{value:.6f}".rstrip("0").rstrip(".")
 
 
+def _qty(value: float, unit: str) -> str:
+    """A quantity with its unit, singular for exactly 1 ("1 kilogram", "2.5 kilograms")."""
+    return f"{_num(value)} {unit[:-1] if value == 1 and unit.endswith('s') else unit}"
+
+
 def _swap_digits(value: int) -> int | None:
     """The value with two adjacent different digits swapped (a transposition slip), or None when impossible."""
     digits = list(str(value))
@@ -251,36 +256,36 @@ def _conversion(rng: random.Random) -> _Instance:
     if rng.random() < 0.6:
         amount = rng.choice((rng.randint(2, 12), rng.randint(2, 9) + 0.5))
         src, dst, value, bad = big, small, amount * factor, amount * slip
-        fact = f"{_num(amount)} {big} is {_num(value)} {small}, since 1 {big[:-1]} is {factor} {small}"
-        factor_error = f"uses {slip} {small} per {big[:-1]} instead of {factor} (the answer is {_num(value)} {small})"
-        subject = f"{_num(amount)} {big} in {small}"
+        fact = f"{_qty(amount, big)} is {_qty(value, small)}, since 1 {big[:-1]} is {factor} {small}"
+        factor_error = f"uses {slip} {small} per {big[:-1]} instead of {factor} (the answer is {_qty(value, small)})"
+        subject = f"{_qty(amount, big)} in {small}"
     else:
         value = rng.randint(1, 12) * (0.5 if rng.random() < 0.3 else 1)
         amount = value * factor
         src, dst, bad = small, big, amount / slip
-        fact = f"{_num(amount)} {small} is {_num(value)} {big}, since 1 {big[:-1]} is {factor} {small}"
-        factor_error = f"divides by {slip} instead of {factor} (the answer is {_num(value)} {big})"
-        subject = f"{_num(amount)} {small} in {big}"
+        fact = f"{_qty(amount, small)} is {_qty(value, big)}, since 1 {big[:-1]} is {factor} {small}"
+        factor_error = f"divides by {slip} instead of {factor} (the answer is {_qty(value, big)})"
+        subject = f"{_qty(amount, small)} in {big}"
     if rng.random() < 0.3 and src == big:
-        wrong = f"{_num(value)} {other_unit}"
+        wrong = f"{_qty(value, other_unit)}"
         error = f"has the right number but the wrong unit: {other_unit} instead of {dst}"
     else:
-        wrong = f"{_num(bad)} {dst}"
+        wrong = f"{_qty(bad, dst)}"
         error = factor_error
     query = rng.choice(
         (
-            f"How many {dst} are in {_num(amount)} {src}?",
-            f"Convert {_num(amount)} {src} to {dst}.",
-            f"What is {_num(amount)} {src} in {dst}?",
+            f"How many {dst} are in {_qty(amount, src)}?",
+            f"Convert {_qty(amount, src)} to {dst}.",
+            f"What is {_qty(amount, src)} in {dst}?",
         )
     )
     return _Instance(
         f"convert_{src}_{dst}", "units", f"unit:{src}:{dst}:{_num(amount)}", query, subject,
-        f"{_num(value)} {dst}", wrong, fact, error,
+        f"{_qty(value, dst)}", wrong, fact, error,
         (
             "{v}",
-            f"{_num(amount)} {src} is {{v}}.",
-            f"Since 1 {big[:-1]} is {factor} {small}, {_num(amount)} {src} is {{v}}.",
+            f"{_qty(amount, src)} is {{v}}.",
+            f"Since 1 {big[:-1]} is {factor} {small}, {_qty(amount, src)} is {{v}}.",
         ),
     )  # fmt: skip
 

@@ -15,6 +15,7 @@ Schemas (``schema="auto"`` detects them from the first row):
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -26,6 +27,8 @@ from cerm.training._pairs import PairError, PreferencePair, check_unique_ids
 
 Schema = Literal["auto", "cerm", "pairs", "skywork"]
 _SCHEMAS = ("auto", "cerm", "pairs", "skywork")
+
+logger = logging.getLogger("cerm")
 
 #: The pairs file inside a stage output directory (``curate`` and ``teach`` write one).
 STAGE_PAIRS_FILE = "pairs.jsonl"
@@ -55,8 +58,9 @@ def _messages(value: Any, where: str) -> list[Message]:
     return out
 
 
-def skywork_pair(row: Mapping[str, Any], index: int, name: str) -> PreferencePair:
-    """One Skywork-Reward-Preference row as a pair (see the module docstring)."""
+def skywork_pair(row: Mapping[str, Any], index: int, name: str) -> PreferencePair | str:
+    """One Skywork-Reward-Preference row as a pair (see the module docstring), or the reason it cannot be one (an
+    empty answer, identical answers: no preference to learn; the loaders skip such rows and say so)."""
     where = f"{name} row {index}"
     chosen = _messages(row.get("chosen"), f"{where}: 'chosen'")
     rejected = _messages(row.get("rejected"), f"{where}: 'rejected'")
@@ -68,6 +72,8 @@ def skywork_pair(row: Mapping[str, Any], index: int, name: str) -> PreferencePai
     if chosen[:-1] != rejected[:-1]:
         raise PairError(f"{where}: 'chosen' and 'rejected' do not share the same prompt turns")
     prompt_turns = chosen[:-1]
+    if reason := _unusable(chosen[-1]["content"], rejected[-1]["content"]):
+        return reason
     meta = {k: v for k, v in row.items() if k not in ("chosen", "rejected", "source", "id") and _plain(v)}
     row_id = row.get("id")
     try:
@@ -94,9 +100,33 @@ def _plain(value: Any) -> bool:
     return True
 
 
+def _unusable(chosen: str, rejected: str) -> str | None:
+    """Why a pair cannot teach or measure a preference, or None: the loaders skip such pairs and say so."""
+    if not rejected.strip() or not chosen.strip():
+        return "an empty answer"
+    if chosen == rejected:
+        return "identical chosen and rejected texts"
+    return None
+
+
+def _log_skipped(name: str, skipped: Mapping[str, list[str]]) -> None:
+    for reason, ids in skipped.items():
+        shown = ", ".join(ids[:5]) + (", ..." if len(ids) > 5 else "")
+        logger.warning("%s: skipped %d pairs with %s (%s)", name, len(ids), reason, shown)
+
+
 def _from_rows(rows: Sequence[Mapping[str, Any]], schema: str, name: str) -> list[PreferencePair]:
     if schema == "skywork":
-        return [skywork_pair(row, i, name) for i, row in enumerate(rows)]
+        pairs: list[PreferencePair] = []
+        skipped: dict[str, list[str]] = {}
+        for i, row in enumerate(rows):
+            pair = skywork_pair(row, i, name)
+            if isinstance(pair, str):
+                skipped.setdefault(pair, []).append(f"row {i}")
+            else:
+                pairs.append(pair)
+        _log_skipped(name, skipped)
+        return pairs
     if schema == "pairs":
         return [PreferencePair.from_dict(row, f"{name} row {i}") for i, row in enumerate(rows)]
     from cerm.eval._data import load_rows
@@ -106,6 +136,7 @@ def _from_rows(rows: Sequence[Mapping[str, Any]], schema: str, name: str) -> lis
 
 def _from_benchmark_rows(rows: Iterable[Any], name: str) -> list[PreferencePair]:
     pairs: list[PreferencePair] = []
+    skipped: dict[str, list[str]] = {}
     for row in rows:
         meta = dict(row.meta)
         raw_messages = meta.pop("messages", None)
@@ -115,9 +146,13 @@ def _from_benchmark_rows(rows: Iterable[Any], name: str) -> list[PreferencePair]
         if row.subset:
             meta.setdefault("subset", row.subset)
         for i, rejected in enumerate(row.rejected):
+            pair_id = row.id if len(row.rejected) == 1 else f"{row.id}#{i}"
+            if reason := _unusable(row.chosen, rejected):  # LLMBar has one of each kind
+                skipped.setdefault(reason, []).append(pair_id)
+                continue
             pairs.append(
                 PreferencePair(
-                    id=row.id if len(row.rejected) == 1 else f"{row.id}#{i}",
+                    id=pair_id,
                     prompt=row.prompt,
                     chosen=row.chosen,
                     rejected=rejected,
@@ -127,6 +162,7 @@ def _from_benchmark_rows(rows: Iterable[Any], name: str) -> list[PreferencePair]
                     meta=meta,
                 )
             )
+    _log_skipped(name, skipped)
     return pairs
 
 
@@ -168,7 +204,9 @@ def load_pairs(
     * otherwise a Hugging Face hub id (or a local folder laid out like a hub data set), loaded with
       ``datasets.load_dataset(source, split=split or "train")``, e.g. ``"Skywork/Skywork-Reward-Preference-80K-v0.2"``.
 
-    ``limit`` keeps the first pairs. Every row is validated; an error names the row. Ids must be unique.
+    ``limit`` keeps the first pairs. Every row is validated; an error names the row. Ids must be unique. A pair
+    whose chosen and rejected answers are the same text, or with an empty answer (a few exist in public sets), is
+    skipped with a warning.
     """
     if schema not in _SCHEMAS:
         raise ConfigurationError(f"schema must be one of {_SCHEMAS}, got {schema!r}")

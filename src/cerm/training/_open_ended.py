@@ -16,11 +16,16 @@ verdict is correct by construction:
 * ``ignores_constraint``: right content, stated constraint broken (too many sentences, too few items or tips);
 * ``vague``: generic filler with no information.
 
+A fifth of the requests come wrapped in a longer message (context, politeness), and about one in seven as the
+second user turn of a dialogue (rendered by :func:`cerm.protocol.format_dialogue`, turns kept in ``messages``), so the
+student also meets query texts shaped like real prompts and multi-turn transcripts such as MT-Bench's.
+
 The good answers are written here by hand (a topic table with a one-sentence explanation and three facts, and an
 advice table with three tips per goal). The held-out split is by topic: a topic (or goal) whose SHA-256 key falls in
 the lowest fifth is held out, so held-out queries are about subjects training never saw.
 
-``meta`` carries what the teacher needs: ``family`` ("open"), ``task`` (the request template), ``topic``,
+``meta`` carries what the teacher needs: ``family`` ("open"), ``task`` (the request template), ``request`` (the
+request itself, without framing or earlier turns), ``topic``,
 ``constraint`` (the stated constraint in words, or ""), ``met`` (how the good answer meets it), ``defect`` (one of the
 kinds above), ``note`` (what exactly is wrong with the rejected answer), ``key_point`` (a specific point the good
 answer makes) and ``other_topic`` (for off-topic answers).
@@ -31,6 +36,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from cerm.protocol import Message, format_dialogue
 from cerm.training._checkable import Split, _check_args, split_of
 from cerm.training._pairs import PreferencePair
 
@@ -421,6 +427,18 @@ ADVICE: tuple[tuple[str, tuple[str, str, str]], ...] = (
     ),
 )
 
+# Longer messages around a request ({request}): real prompts carry context and politeness around the ask.
+_CONTEXTS = (
+    "I'm preparing a short lesson and could use some help. {request}",
+    "{request} Please keep it accurate; I will use it in a presentation tomorrow.",
+    "Quick question for you. {request} Thanks!",
+    "My friend and I were talking about this earlier and neither of us was sure. {request}",
+)
+
+_PLURAL_TOPICS = frozenset(
+    {"volcanoes", "earthquakes", "rainbows", "vaccines", "black holes", "the phases of the Moon"}
+)
+
 _REFUSALS = (
     "I'm sorry, but I can't help with that request.",
     "I am not able to answer that.",
@@ -448,11 +466,12 @@ def _numbered(items: tuple[str, ...] | list[str]) -> str:
 
 def _topic_request(rng: random.Random, topic: _Topic, kind: str = "") -> _Request:
     name = topic.name
+    verb = "are" if name in _PLURAL_TOPICS else "is"
     p1, p2, p3 = topic.points
     kind = kind or rng.choice(("one_sentence", "three_facts", "two_sentences", "tell_me", "paragraph"))
     if kind == "one_sentence":
         return _Request(
-            kind, rng.choice((f"Explain {name} in one sentence.", f"In one sentence, what is {name}?")),
+            kind, rng.choice((f"Explain {name} in one sentence.", f"In one sentence, what {verb} {name}?")),
             topic.sentence, "a single sentence", "it is a single sentence", f"{topic.sentence} {p1} {p2} {p3}",
             "uses four sentences instead of one", topic.french,
         )  # fmt: skip
@@ -550,10 +569,16 @@ def open_ended_pairs(n: int, *, seed: int, split: Split) -> list[PreferencePair]
             rejected = rng.choice((request.query, f"You asked: {request.query}", f"{request.query} {request.query}"))
             note = "only repeats the question and gives no answer"
         elif defect == "vague":
+            opener = (
+                f"Trying to {subject} is a common goal, and there are many ways to go about it. Everyone is "
+                "different, so it really depends on the person."
+                if is_advice
+                else f"{subject[0].upper()}{subject[1:]} is a very interesting subject that many people talk about. "
+                "There is a lot to say about it, and it matters in many ways."
+            )
             rejected = rng.choice(
                 (
-                    f"{subject[0].upper()}{subject[1:]} is a very interesting subject that many people talk about. "
-                    "There is a lot to say about it, and it matters in many ways.",
+                    opener,
                     "That is a great question. It depends on many factors, and everyone has a different view, so "
                     "there is no simple answer.",
                 )
@@ -563,10 +588,25 @@ def open_ended_pairs(n: int, *, seed: int, split: Split) -> list[PreferencePair]
             rejected, note = request.broken, request.broken_note
         else:
             rejected, note = request.french, "is written in French although the question was asked in English"
+        query = request.query
+        messages: tuple[Message, ...] | None = None
+        framing = rng.random()
+        others = [t for t in topics if t.name != subject]
+        if framing < 0.2:  # the request inside a longer message, as real users write them
+            query = rng.choice(_CONTEXTS).replace("{request}", request.query)
+        elif framing < 0.35 and others:  # the request as the second turn of a dialogue
+            first = _topic_request(rng, rng.choice(others), "one_sentence")
+            messages = (
+                Message(role="user", content=first.query),
+                Message(role="assistant", content=first.good),
+                Message(role="user", content=request.query),
+            )
+            query = format_dialogue(messages)
         pairs.append(
             PreferencePair(
                 id=f"open-{split}-{seed}-{i:05d}",
-                prompt=request.query,
+                prompt=query,
+                messages=messages,
                 chosen=request.good,
                 rejected=rejected,
                 source=OPEN_SOURCE,
@@ -575,6 +615,7 @@ def open_ended_pairs(n: int, *, seed: int, split: Split) -> list[PreferencePair]
                     "family": "open",
                     "task": request.task,
                     "split": split,
+                    "request": request.query,
                     "topic": subject,
                     "constraint": request.constraint,
                     "met": request.met,

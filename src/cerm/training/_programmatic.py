@@ -163,8 +163,11 @@ def _checkable_draft(rng: random.Random, pair: PreferencePair, meta: Mapping[str
 
 
 # Per defect: (relevance, constraint, substance, clarity) analyses and scores, and the overall range.
-def _defect_parts(meta: Mapping[str, Any], rng: random.Random) -> tuple[list[tuple[str, float]], list[float], str]:
-    topic, note, constraint = str(meta["topic"]), str(meta["note"]), str(meta["constraint"])
+def _defect_parts(
+    meta: Mapping[str, Any], topic: str, rng: random.Random
+) -> tuple[list[tuple[str, float]], list[float], str]:
+    """``topic`` is what the request is about, as a noun phrase ("gravity", "how to sleep better")."""
+    note, constraint = str(meta["note"]), str(meta["constraint"])
     defect = str(meta["defect"])
     if defect == "off_topic":
         parts = [
@@ -237,10 +240,11 @@ def _open_draft(rng: random.Random, pair: PreferencePair, meta: Mapping[str, Any
     topic, constraint, met = str(meta["topic"]), str(meta["constraint"]), str(meta["met"])
     advice = pair.category == "advice"
     subject = f"how to {topic}" if advice else topic
+    request = str(meta.get("request", pair.prompt))  # the ask itself, without framing or earlier turns
     if constraint:
         analysis = rng.choice(
             (
-                f'The user asks: "{pair.prompt}" A good response must be about {subject}, respect the request for '
+                f'The user asks: "{request}" A good response must be about {subject}, respect the request for '
                 f"{constraint}, and say something accurate and specific.",
                 f"The request is about {subject} and states a constraint: {constraint}. Relevance and that "
                 "constraint come first, then the quality of the content and its clarity.",
@@ -279,7 +283,7 @@ def _open_draft(rng: random.Random, pair: PreferencePair, meta: Mapping[str, Any
         ),
         ("It is clear, complete and in English.", rng.choice((4.5, 5.0))),
     ]
-    bad, bad_range, bad_text = _defect_parts(meta, rng)
+    bad, bad_range, bad_text = _defect_parts(meta, subject, rng)
     if not constraint:  # drop the constraint criterion's entry
         good.pop(1)
         bad.pop(1)

@@ -117,6 +117,11 @@ class SFTConfig:
             raise ConfigurationError(f"max_examples must be >= 1, got {self.max_examples}")
         if self.save_dtype is not None and self.save_dtype not in _SAVE_DTYPES:
             raise ConfigurationError(f"save_dtype must be one of {_SAVE_DTYPES} or None, got {self.save_dtype!r}")
+        if self.lora_layers is not None and isinstance(self.lora_target_modules, str):
+            raise ConfigurationError(
+                "lora_layers needs lora_target_modules as a list of module names (peft cannot combine layer "
+                f"selection with {self.lora_target_modules!r}), e.g. [q_proj, k_proj, v_proj, o_proj]"
+            )
         if self.num_train_epochs <= 0 and self.max_steps <= 0:
             raise ConfigurationError("set num_train_epochs > 0 or max_steps > 0")
 
@@ -307,12 +312,12 @@ def guard_cpu_4bit(model: Any) -> int:
     """Turn off bitsandbytes' CPU repacking on every 4-bit linear layer (FIELD_NOTES: after an inference repacks the
     weights, backward leaves LoRA gradients None or wrong with only a warning). Returns how many layers were set."""
     try:
-        import bitsandbytes as bnb
+        from bitsandbytes.nn.modules import Linear4bit
     except ImportError:
         return 0
     count = 0
     for module in model.modules():
-        if isinstance(module, bnb.nn.Linear4bit):
+        if isinstance(module, Linear4bit):
             module.support_avx512bf16_for_cpu = False
             count += 1
     return count
@@ -323,7 +328,7 @@ def _load_model(config: SFTConfig, path: str, torch: Any, transformers: Any) -> 
     on_gpu = torch.cuda.is_available() and not config.use_cpu
     dtype = _torch_dtype(torch, config.dtype, on_gpu)
     kwargs: dict[str, Any] = {"dtype": dtype}
-    world_size, local_rank = _world()
+    _world_size, local_rank = _world()
     if config.finetuning == "qlora":
         try:
             import bitsandbytes  # noqa: F401
@@ -349,9 +354,7 @@ def _load_model(config: SFTConfig, path: str, torch: Any, transformers: Any) -> 
     except ImportError as exc:
         raise BackendUnavailableError("LoRA needs peft: pip install 'ce-rm[peft]'") from exc
     if config.finetuning == "qlora":
-        model = peft.prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=config.gradient_checkpointing
-        )
+        model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
     lora = peft.LoraConfig(
         r=config.lora_r,
         lora_alpha=config.lora_alpha,
@@ -395,7 +398,7 @@ def _checkpoint_to_resume(config: SFTConfig, checkpoints: Path) -> str | None:
     if value is True:
         from transformers.trainer_utils import get_last_checkpoint
 
-        last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+        last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None  # type: ignore[no-untyped-call]
         if last is None:
             logger.info("resume_from_checkpoint=True but no checkpoint in %s: starting from scratch", checkpoints)
         return last

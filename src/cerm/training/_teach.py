@@ -237,6 +237,7 @@ class JudgeTeacher:
                     reason = chosen.reason or rejected.reason or "no chains"
                     drafts.append(TeacherDraft("", "", "", problem=f"not judged: {reason}"))
                 out.append(drafts)
+            logger.info("teach: attempt %d, %d of %d pairs drafted", attempt + 1, len(out), len(pairs))
         return out
 
 
@@ -270,10 +271,12 @@ class TeachConfig:
     Data (at least one source):
 
     * ``data``: preference pairs: a JSONL file (cerm's pair or benchmark schema), a ``curate`` output directory, or a
-      hub id (see :func:`cerm.training.load_pairs`); ``data_split`` picks the hub split; ``limit`` keeps the first
-      pairs.
+      hub id (see :func:`cerm.training.load_pairs`); ``data_split`` picks the hub split, ``data_schema`` forces a
+      schema (``"auto"`` detects it), ``limit`` keeps the first pairs.
     * ``checkable`` / ``open_ended``: add that many generated pairs of :func:`checkable_pairs` /
-      :func:`open_ended_pairs` (train split, ``seed``).
+      :func:`open_ended_pairs` (train split, ``seed``; the programmatic teacher's wording is seeded by it too).
+
+    ``output_dir``: the stage directory to write (see the module docstring).
 
     Teacher:
 
@@ -282,7 +285,8 @@ class TeachConfig:
       backend=judge_backend, **judge_backend_kwargs)``), e.g. ``"PKU-ONELab/CE-RM-4B"`` on ``"vllm"``;
     * ``samples``: chains (criteria sample + both evaluations) per attempt, the judge's ``k``;
     * ``attempts``: rounds of sampling for pairs still lacking an accepted draft;
-    * ``temperature``: the teacher judge's sampling temperature (rejection sampling needs variety);
+    * ``temperature``: the teacher judge's sampling temperature (rejection sampling needs variety); attempt ``a``
+      samples with seed ``seed + a``;
     * ``criteria_max_new_tokens`` / ``evaluation_max_new_tokens``: the teacher judge's token budgets;
     * ``batch_size``: pairs per backend call.
 
