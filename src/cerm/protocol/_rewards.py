@@ -102,11 +102,7 @@ def tree_layout(num_criteria: int, num_evaluations: int) -> tuple[TreeRow, ...]:
     rows = [TreeRow("criteria", i, None) for i in range(num_criteria)]
     roles: tuple[TreeRole, ...] = ("chosen", "rejected")
     for role in roles:
-        rows.extend(
-            TreeRow(role, i, j)
-            for i in range(num_criteria)
-            for j in range(num_evaluations)
-        )
+        rows.extend(TreeRow(role, i, j) for i in range(num_criteria) for j in range(num_evaluations))
     return tuple(rows)
 
 
