@@ -287,6 +287,7 @@ def test_lora_learns_both_matrices_in_fp32_and_kl_is_logged(
     # A random model writes no criteria markers: no chain is well formed, whatever the stand-in scores say.
     assert logged[0]["cerm/format_rate"] == 0.0
     assert (out / "adapter_model.safetensors").is_file()
+    assert not (out / "ref").exists(), "TRL's reference copy of the adapter is not saved with the result"
     assert (out / "report.md").read_text(encoding="utf-8").count("|") > 10
     assert (out / "report.png").is_file()
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))

@@ -429,6 +429,10 @@ def run_grpo(
     resume = _checkpoint_to_resume(config, output_dir / CHECKPOINTS)  # type: ignore[arg-type]
     trainer.train(resume_from_checkpoint=resume)
     _cast_trainable_for_saving(trainer.model, torch, config.save_dtype)
+    # TRL's frozen copy of a starting adapter (the KL reference) is not part of the result.
+    unwrapped = trainer.accelerator.unwrap_model(trainer.model)
+    if "ref" in (getattr(unwrapped, "peft_config", None) or {}):
+        unwrapped.delete_adapter("ref")
     trainer.save_model(str(output_dir))
     wall = time.monotonic() - started
     history = [dict(entry) for entry in trainer.state.log_history]
