@@ -23,6 +23,7 @@ examples:
   cerm train sft --config examples/train_demo_judge.yaml --set max_steps=2
   cerm train pipeline --config examples/train_demo_judge.yaml          # teach, then sft
   cerm train sft --config my.yaml --learning-rate 2e-5 --finetuning qlora
+  cerm train grpo --config examples/train_grpo_demo.yaml --max-steps 4
 """
 
 
@@ -164,5 +165,6 @@ def _plain(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         data = dataclasses.asdict(value)
         data.pop("manifest", None)
+        data.pop("log_history", None)
         return data
     return value

@@ -1,5 +1,6 @@
 """The CE-RM protocol, pure Python: prompt templates, conversation assembly, chat rendering and tokenization that
-keeps untrusted text out of special tokens, parsers and the score readout from token log-probabilities.
+keeps untrusted text out of special tokens, parsers, the score readout from token log-probabilities, and the
+two-stage-rollout rewards and advantages that training uses (with the one pair rule every surface shares).
 
 No torch, no network, no I/O. Anything that must agree between inference and training lives here once.
 """
@@ -48,6 +49,22 @@ from cerm.protocol._render import (
     tokenize_chat,
     tokenize_text,
 )
+from cerm.protocol._rewards import (
+    ZERO_SPREAD,
+    PairOutcome,
+    TreeRole,
+    TreeRow,
+    TreeValues,
+    group_advantages,
+    mean_score,
+    pair_outcome,
+    rollout_pair_outcome,
+    tree_layout,
+    tree_size,
+    two_stage_advantages,
+    two_stage_rewards,
+    win_value,
+)
 
 __all__ = [
     "CRITERIA_PROMPT",
@@ -60,11 +77,16 @@ __all__ = [
     "PROMPT_VERSION",
     "PROTOCOL_TEMPLATE_KWARGS",
     "START_OF_CRITERIA",
+    "ZERO_SPREAD",
     "ContentSpan",
     "Conversation",
     "Message",
+    "PairOutcome",
     "RenderedChat",
     "TokenAlternatives",
+    "TreeRole",
+    "TreeRow",
+    "TreeValues",
     "assistant_token_mask",
     "boxed_values",
     "chat_template_kwargs",
@@ -73,6 +95,9 @@ __all__ = [
     "evaluation_conversation",
     "forced_readout_conversation",
     "format_dialogue",
+    "group_advantages",
+    "mean_score",
+    "pair_outcome",
     "parse_criteria",
     "parse_evaluation",
     "parse_number",
@@ -81,7 +106,13 @@ __all__ = [
     "render_chat",
     "render_criteria_prompt",
     "render_evaluation_prompt",
+    "rollout_pair_outcome",
     "score_distribution",
     "tokenize_chat",
     "tokenize_text",
+    "tree_layout",
+    "tree_size",
+    "two_stage_advantages",
+    "two_stage_rewards",
+    "win_value",
 ]

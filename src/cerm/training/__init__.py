@@ -8,9 +8,10 @@ the seeded generators :func:`checkable_pairs` and :func:`open_ended_pairs` (fixe
 (:class:`ProgrammaticTeacher`, :class:`JudgeTeacher`) with rejection sampling in :func:`teach`, and curation.
 
 Model half: :class:`SFTConfig` and cold-start SFT on TRL's SFTTrainer (loss on both assistant turns, masks from the
-protocol's own rendering), behind :class:`Trainer`. Every stage writes a folder with a ``manifest.json`` (config,
-input hashes, statistics); an SFT folder loads directly in ``Judge(folder)``. ``import cerm.training`` stays light:
-torch, trl and datasets load when a stage runs.
+protocol's own rendering), and :class:`GRPOConfig`, two-stage-rollout GRPO on TRL's GRPOTrainer (rewards and
+advantages from :mod:`cerm.protocol`), behind :class:`Trainer`. Every stage writes a folder with a ``manifest.json``
+(config, input hashes, statistics); an SFT or GRPO folder loads directly in ``Judge(folder)``. ``import cerm.training``
+stays light: torch, trl and datasets load when a stage runs.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 from cerm.training._checkable import checkable_pairs, split_of
 from cerm.training._clusters import LABEL_PROMPT, TASK_LABELS
 from cerm.training._curate import CurateConfig, curate
+from cerm.training._grpo import GRPOConfig, GRPOResult
 from cerm.training._load import detect_schema, load_pairs
 from cerm.training._manifest import read_manifest
 from cerm.training._open_ended import open_ended_pairs
@@ -44,6 +46,8 @@ __all__ = [
     "TASK_LABELS",
     "CurateConfig",
     "DraftVerdict",
+    "GRPOConfig",
+    "GRPOResult",
     "JudgeTeacher",
     "PairError",
     "PreferencePair",

@@ -16,8 +16,6 @@ from cerm._errors import ConfigurationError
 
 logger = logging.getLogger("cerm")
 
-#: The issue that adds the GRPO stage (two-stage-rollout rewards on TRL's GRPOTrainer).
-GRPO_ISSUE = 'the issue "Train your own judge, part 2" (two-stage-rollout GRPO)'
 STAGES = ("curate", "teach", "sft", "grpo")
 
 
@@ -38,7 +36,9 @@ def stage_config(stage: str, values: Mapping[str, Any]) -> Any:
 
         return SFTConfig.from_dict(values)
     if stage == "grpo":
-        raise ConfigurationError(f"the GRPO stage is not part of this release yet: it comes with {GRPO_ISSUE}")
+        from cerm.training._grpo import GRPOConfig
+
+        return GRPOConfig.from_dict(values)
     module, name = {"curate": ("_curate", "CurateConfig"), "teach": ("_teach", "TeachConfig")}[stage]
     cls = getattr(_stage_module(module), name)
     known = set(getattr(cls, "__dataclass_fields__", {}))
@@ -87,9 +87,14 @@ class Trainer:
             rows = [row.to_dict() if hasattr(row, "to_dict") else dict(row) for row in rows]
         return run_sft(config, rows, callbacks=callbacks)
 
-    def grpo(self, config: Any) -> Any:
-        """Two-stage-rollout GRPO: not in this release."""
-        raise ConfigurationError(f"the GRPO stage is not part of this release yet: it comes with {GRPO_ISSUE}")
+    def grpo(self, config: Any, pairs: Sequence[Any] | None = None, *, callbacks: Sequence[Any] = ()) -> Any:
+        """Two-stage-rollout GRPO on TRL's GRPOTrainer (``cerm.training.GRPOConfig``); ``pairs``
+        (``PreferencePair`` objects) replaces the config's data; ``callbacks`` go to the trainer."""
+        from cerm.training._grpo import GRPOConfig, run_grpo
+
+        if isinstance(config, Mapping):
+            config = GRPOConfig.from_dict(config)
+        return run_grpo(config, pairs, callbacks=callbacks)
 
     def run(self, stage: str, config: Any) -> Any:
         """Run one stage by name (``"curate"``, ``"teach"``, ``"sft"`` or ``"grpo"``)."""
