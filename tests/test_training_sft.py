@@ -167,8 +167,8 @@ def test_sft_config_checks_its_values() -> None:
     assert paper.gradient_accumulation_steps(world_size=4) == 16
 
 
-def test_grpo_points_to_part_two() -> None:
-    with pytest.raises(ConfigurationError, match="part 2"):
+def test_grpo_without_data_says_what_is_missing() -> None:
+    with pytest.raises(ConfigurationError, match="no GRPO data"):
         Trainer().grpo({})
 
 

@@ -60,7 +60,7 @@ def test_dry_run_validates_and_prints_the_config(tmp_path: Path, capsys: pytest.
     ("content", "args", "message"),
     [
         ({"model": "m", "lerning_rate": 1}, ["sft"], "unknown SFT setting"),
-        ({"model": "m"}, ["grpo"], "part 2"),
+        ({"model": "m", "num_criterias": 1}, ["grpo"], "unknown GRPO setting"),
         ({"model": "m"}, ["pipeline"], "stage sections"),
         ({"sft": {"model": "m"}, "extra": 1}, ["sft"], "unexpected"),
         ({"sft": {"finetuning": "adapter"}}, ["sft"], "finetuning"),
@@ -174,11 +174,13 @@ def test_trained_folders_resolve_to_base_plus_adapter(tmp_path: Path) -> None:
 
 
 def test_demo_names_keep_the_trained_judge_and_its_base_apart() -> None:
-    from cerm._embedded import embedded_model_id, is_demo_base_model, is_demo_model
+    from cerm._embedded import embedded_model_id, is_demo_model, is_demo_sft_model
 
     assert is_demo_model("demo")
-    assert not is_demo_base_model("demo")
-    assert is_demo_base_model("demo-base")
-    assert not is_demo_model("demo-base")
-    assert embedded_model_id("demo") != embedded_model_id("demo-base")  # criteria caches must not mix them
+    assert is_demo_model("demo-base")
+    assert not is_demo_sft_model("demo")
+    assert is_demo_sft_model("demo-sft")
+    assert not is_demo_model("demo-sft")
+    assert embedded_model_id("demo") == embedded_model_id("demo-base")
+    assert embedded_model_id("demo") != embedded_model_id("demo-sft")  # criteria caches must not mix them
     assert embedded_model_id("Qwen/Qwen3-4B") is None

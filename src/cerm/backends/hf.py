@@ -175,7 +175,7 @@ class HFBackend(Backend):
             "adapter_sha256": folder_digest(Path(adapter)) if adapter else None,
             "revision": revision,
             # The hub commit the weights were read from (transformers records it for cached hub models).
-            "commit": getattr(self.model.config, "_commit_hash", None) if not is_demo_model(model) else None,
+            "commit": getattr(self.model.config, "_commit_hash", None) if embedded_model_id(model) is None else None,
             "tokenizer": tokenizer,
             "gguf_file": gguf_file,
             "chat_template_sha256": hashlib.sha256(custom_template).hexdigest() if custom_template else None,
