@@ -47,6 +47,7 @@ from cerm.protocol import (
     criteria_conversation,
     evaluation_conversation,
     forced_readout_conversation,
+    pair_outcome,
     parse_criteria,
     parse_evaluation,
     read_boxed_score,
@@ -1007,9 +1008,8 @@ class Judge:
 
 
 def _comparison(a: Judgment, b: Judgment) -> Comparison:
-    if a.score is None or b.score is None:
-        return Comparison(None, a, b)
-    winner = "a" if a.score > b.score else "b" if b.score > a.score else "tie"
+    # The protocol's pair rule (shared with the eval harness and the GRPO rewards); None when a side has no score.
+    winner = {"win": "a", "loss": "b", "tie": "tie"}.get(pair_outcome(a.score, b.score))
     return Comparison(winner, a, b)
 
 

@@ -46,10 +46,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from cerm._errors import ConfigurationError
+from cerm.protocol import PairOutcome, pair_outcome
 
 TiePolicy = Literal["wrong", "half", "excluded"]
 UnscorablePolicy = Literal["tie", "wrong", "excluded"]
-Outcome = Literal["win", "loss", "tie", "unscorable"]
+Outcome = PairOutcome
 Record = Mapping[str, Any]
 
 TIE_POLICIES: tuple[str, ...] = ("half", "wrong", "excluded")
@@ -67,14 +68,9 @@ def check_policies(tie_policy: str, unscorable_policy: str) -> None:
 
 
 def outcome(chosen: float | None, rejected: float | None) -> Outcome:
-    """The verdict on one pair from its two scores (None = UNSCORABLE)."""
-    if chosen is None or rejected is None:
-        return "unscorable"
-    if chosen > rejected:
-        return "win"
-    if chosen < rejected:
-        return "loss"
-    return "tie"
+    """The verdict on one pair from its two scores (None = UNSCORABLE): the protocol's one pair rule, which
+    ``Judge.compare`` and the GRPO rewards use too."""
+    return pair_outcome(chosen, rejected)
 
 
 def credit(
