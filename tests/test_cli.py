@@ -379,6 +379,28 @@ def test_score_exits_5_when_items_errored(
     assert clean.returncode == 0, clean.stderr
 
 
+def test_eval_exits_5_when_items_errored_and_a_rerun_judges_them_again(
+    cli_env: dict[str, str], tmp_path: Path, outage: FaultServer
+) -> None:
+    data = write_jsonl(
+        tmp_path / "pairs.jsonl",
+        [
+            {"id": "ok", "prompt": "Q1", "chosen": "score=8 a", "rejected": ["score=2 b"]},
+            {"id": "down", "prompt": "Q2", "chosen": "score=9 boom", "rejected": ["score=1 c"]},
+        ],
+    )
+    args = ["eval", "--data", str(data), "--out", str(tmp_path / "run"), *_openai_args(outage)]
+    proc = run_cli(args, cli_env, tmp_path)
+    assert proc.returncode == 5, proc.stderr
+    assert "1 item(s) errored" in proc.stderr
+    # The outage is over: the rerun judges only the errored item again and exits 0.
+    outage.schedule = {}
+    again = run_cli(args, cli_env, tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "item(s) errored" not in again.stderr
+    assert "(1 resumed)" in again.stderr  # the scored item was kept, not judged again
+
+
 def test_rerank_exits_5_when_items_errored(cli_env: dict[str, str], tmp_path: Path, outage: FaultServer) -> None:
     source = write_jsonl(tmp_path / "c.jsonl", [{"query": "Q", "candidates": ["score=4 a", "score=9 boom"]}])
     proc = run_cli(["rerank", "-i", str(source), *_openai_args(outage)], cli_env, tmp_path)

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from cerm._errors import ConfigurationError
-from cerm.cli import EXIT_OK, InputError
+from cerm.cli import EXIT_ERRORED, EXIT_OK, InputError
 
 EPILOG = """\
 examples:
@@ -141,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
             "judge them again",
             file=sys.stderr,
         )
+        return EXIT_ERRORED
     return EXIT_OK
 
 
