@@ -12,7 +12,7 @@ queries the demo never saw: LLMBar's MT-Bench subset (MT-Bench prompts with two 
 LLMBar's natural + adversarial subsets, read from $CERM_DATA_DIR or ../shared/data (skipped with a message when
 absent).
 
-    python benchmarks/demo_judge_format.py --model demo --heldout 24 --real 8
+    python benchmarks/demo_judge_format.py --model demo-sft --heldout 24 --real 8
     python benchmarks/demo_judge_format.py --model demo-base --heldout 8 --real 0 --criteria-max-new-tokens 256 \\
         --evaluation-max-new-tokens 384 --forced-readout
 
@@ -92,7 +92,7 @@ def _measure(judge: Judge, pairs: list[dict[str, str]], forced: bool) -> dict[st
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="demo", help="demo (trained), demo-base (untrained) or a folder")
+    parser.add_argument("--model", default="demo-sft", help="demo-sft (the trained adapter), demo (untrained) or a folder")
     parser.add_argument("--heldout", type=int, default=24, help="held-out checkable pairs")
     parser.add_argument("--real", type=int, default=8, help="pairs per real set (MT-Bench, LLMBar)")
     parser.add_argument("--seed", type=int, default=0)
