@@ -92,7 +92,9 @@ def _measure(judge: Judge, pairs: list[dict[str, str]], forced: bool) -> dict[st
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="demo-sft", help="demo-sft (the trained adapter), demo (untrained) or a folder")
+    parser.add_argument(
+        "--model", default="demo-sft", help="demo-sft (the trained adapter), demo (untrained) or a folder"
+    )
     parser.add_argument("--heldout", type=int, default=24, help="held-out checkable pairs")
     parser.add_argument("--real", type=int, default=8, help="pairs per real set (MT-Bench, LLMBar)")
     parser.add_argument("--seed", type=int, default=0)
