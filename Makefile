@@ -91,5 +91,7 @@ $(RL_VENV)/.installed: Makefile
 	$(RL_PY) -m pip install -q ray==2.55.0
 	touch $@
 
+# cerm itself comes from this checkout's src/: the .pth line above adds the main venv's packages but does not run the
+# .pth files inside it, so the main venv's editable install of cerm is not seen from .venv-rl.
 test-rl: venv-rl
-	CERM_REQUIRE_RL=1 $(RL_PY) -m pytest -p no:cacheprovider tests/test_rl_frameworks.py -k "openrlhf or verl"
+	PYTHONPATH=$(abspath src) CERM_REQUIRE_RL=1 $(RL_PY) -m pytest -p no:cacheprovider tests/test_rl_frameworks.py -k "openrlhf or verl"
