@@ -1,6 +1,6 @@
 """Benchmark data: the normalized preference JSONL schema, shared benchmarks by name, and evaluation items.
 
-A row of the schema (``shared/data/README.md``)::
+A row of the schema (described in the README's evaluation section)::
 
     {"id": str, "source": str, "category": str, "prompt": str,
      "chosen": str, "rejected": [str, ...], "subset": str, "meta": {...}}

@@ -4,7 +4,7 @@ with ``$CERM_DATA_DIR``, a local folder or file, or a ``datasets.Dataset`` as ov
 Each preset names its hub dataset, split and revision, and an adapter turns the raw rows (the schema the authors
 publish) into :class:`~cerm.eval.EvalItem` s. Local files go through the same ``load_dataset`` call (``"json"`` or
 ``"parquet"`` builder), so a copy of the hub files, or the authors' own release files, load exactly like the hub. A
-folder holding ``all.jsonl`` in cerm's normalized schema (``shared/data/README.md``) is read as such.
+folder holding ``all.jsonl`` in cerm's normalized preference schema is read as such.
 
 ``datasets`` is imported only here and only when a benchmark is loaded: ``pip install 'ce-rm[eval]'``.
 """
@@ -288,7 +288,7 @@ def _from_path(name: str, path: Path, hub: HubSource) -> tuple[list[EvalItem], d
     if path.is_dir() and (path / "all.jsonl").is_file():
         path = path / "all.jsonl"
     if path.is_file() and path.name == "all.jsonl":
-        # cerm's normalized schema (shared/data/README.md): read by the plain JSONL reader.
+        # cerm's normalized preference schema: read by the plain JSONL reader.
         items = build_items(load_rows(path))
         return items, {"source": "local", "path": str(path), "schema": "cerm normalized JSONL"}
     if path.is_file():
