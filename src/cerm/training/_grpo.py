@@ -302,48 +302,27 @@ def _load_data(config: GRPOConfig) -> tuple[list[Any], dict[str, str]]:
 
 # -- the run -----------------------------------------------------------------------------------------------------------
 def _trl_args(config: GRPOConfig, trl: Any, torch: Any, dtype: Any, checkpoints: Path, world_size: int) -> Any:
-    from cerm.training._sft import _report_to
+    from cerm.training._sft import common_trainer_args
 
-    on_gpu = torch.cuda.is_available() and not config.use_cpu
     plan = config.batch_plan(world_size)
-    args: dict[str, Any] = {
-        "output_dir": str(checkpoints),
-        "per_device_train_batch_size": config.per_device_train_batch_size,
-        "gradient_accumulation_steps": plan["gradient_accumulation_steps"],
-        "steps_per_generation": plan["steps_per_generation"],
-        "num_generations": plan["num_generations"],
-        "learning_rate": config.learning_rate,
-        "beta": config.beta,
-        "loss_type": config.loss_type,
-        "epsilon": config.epsilon,
-        "scale_rewards": "group",  # replaced by cerm's advantages; kept for TRL's own logs
-        "max_completion_length": config.max_completion_length,
-        "temperature": config.temperature,
-        "top_p": config.top_p,
-        "num_train_epochs": config.num_train_epochs,
-        "max_steps": config.max_steps,
-        "lr_scheduler_type": config.lr_scheduler_type,
-        "warmup_steps": config.warmup_ratio,
-        "seed": config.seed,
-        "data_seed": config.seed,
-        "logging_steps": config.logging_steps,
-        "save_strategy": "steps",
-        "save_steps": config.save_steps,
-        "save_total_limit": config.save_total_limit,
-        "report_to": _report_to(config.report_to),
-        "use_cpu": config.use_cpu,
-        "use_vllm": config.use_vllm,
-        "vllm_mode": config.vllm_mode,
-        "remove_unused_columns": False,
-        "bf16": on_gpu and dtype == torch.bfloat16,
-        "fp16": on_gpu and dtype == torch.float16,
-        "dataloader_num_workers": 0,
-        "log_completions": False,
-    }
-    if config.gradient_checkpointing:
-        args["gradient_checkpointing"] = True
-    if world_size > 1 and config.finetuning != "full":
-        args["ddp_find_unused_parameters"] = False
+    args = common_trainer_args(config, torch, dtype, checkpoints, world_size, plan["gradient_accumulation_steps"])
+    args.update(
+        {
+            "steps_per_generation": plan["steps_per_generation"],
+            "num_generations": plan["num_generations"],
+            "beta": config.beta,
+            "loss_type": config.loss_type,
+            "epsilon": config.epsilon,
+            "scale_rewards": "group",  # replaced by cerm's advantages; kept for TRL's own logs
+            "max_completion_length": config.max_completion_length,
+            "temperature": config.temperature,
+            "top_p": config.top_p,
+            "use_vllm": config.use_vllm,
+            "vllm_mode": config.vllm_mode,
+            "remove_unused_columns": False,
+            "log_completions": False,
+        }
+    )
     args.update(config.trainer_args)
     return trl.GRPOConfig(**args)
 

@@ -408,18 +408,21 @@ def _checkpoint_to_resume(config: SFTConfig, checkpoints: Path) -> str | None:
     return str(value)
 
 
-def _trl_args(config: SFTConfig, trl: Any, torch: Any, dtype: Any, checkpoints: Path, world_size: int) -> Any:
+def common_trainer_args(
+    config: Any, torch: Any, dtype: Any, checkpoints: Path, world_size: int, gradient_accumulation_steps: int
+) -> dict[str, Any]:
+    """The ``transformers.TrainingArguments`` that SFT and GRPO set alike, from the fields both configs share
+    (batch, schedule, seeds, logging, checkpoints, device and precision, multi-process settings)."""
     on_gpu = torch.cuda.is_available() and not config.use_cpu
     args: dict[str, Any] = {
         "output_dir": str(checkpoints),
         "per_device_train_batch_size": config.per_device_train_batch_size,
-        "gradient_accumulation_steps": config.gradient_accumulation_steps(world_size),
+        "gradient_accumulation_steps": gradient_accumulation_steps,
         "learning_rate": config.learning_rate,
         "num_train_epochs": config.num_train_epochs,
         "max_steps": config.max_steps,
         "lr_scheduler_type": config.lr_scheduler_type,
         "warmup_steps": config.warmup_ratio,  # transformers 5: a float below 1 is a ratio of the total steps
-        "weight_decay": config.weight_decay,
         "seed": config.seed,
         "data_seed": config.seed,
         "logging_steps": config.logging_steps,
@@ -428,9 +431,6 @@ def _trl_args(config: SFTConfig, trl: Any, torch: Any, dtype: Any, checkpoints: 
         "save_total_limit": config.save_total_limit,
         "report_to": _report_to(config.report_to),
         "use_cpu": config.use_cpu,
-        # Every row already fits: TRL's truncation is then a no-op, and no packing mixes two trajectories.
-        "max_length": config.max_length,
-        "packing": False,
         "bf16": on_gpu and dtype == torch.bfloat16,
         "fp16": on_gpu and dtype == torch.float16,
         "dataloader_num_workers": 0,
@@ -439,6 +439,18 @@ def _trl_args(config: SFTConfig, trl: Any, torch: Any, dtype: Any, checkpoints: 
         args["gradient_checkpointing"] = True
     if world_size > 1 and config.finetuning != "full":
         args["ddp_find_unused_parameters"] = False  # frozen base weights are not "unused" parameters to look for
+    return args
+
+
+def _trl_args(config: SFTConfig, trl: Any, torch: Any, dtype: Any, checkpoints: Path, world_size: int) -> Any:
+    on_gpu = torch.cuda.is_available() and not config.use_cpu
+    args = common_trainer_args(
+        config, torch, dtype, checkpoints, world_size, config.gradient_accumulation_steps(world_size)
+    )
+    args["weight_decay"] = config.weight_decay
+    # Every row already fits: TRL's truncation is then a no-op, and no packing mixes two trajectories.
+    args["max_length"] = config.max_length
+    args["packing"] = False
     fsdp = config.fsdp
     if fsdp == "auto":
         fsdp = "full_shard auto_wrap" if (world_size > 1 and on_gpu and config.finetuning == "full") else None
