@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from cerm import Judge, JudgeConfig
@@ -43,14 +44,15 @@ def failing_judge(tag: str = "boom") -> tuple[Judge, MockBackend]:
     return Judge(backend, config=JudgeConfig(criteria_max_new_tokens=32, evaluation_max_new_tokens=32)), backend
 
 
-def tiny_policy(seed: int = 0) -> tuple[Any, Any]:
+def tiny_policy(seed: int = 0, *, max_position_embeddings: int = 512, tokenizer: Any = None) -> tuple[Any, Any]:
     """A randomly initialised ~3M-parameter Qwen3 with SmolLM2's tokenizer (from the embedded demo model folder)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen3Config
 
     from cerm._embedded import demo_model_path
 
-    tokenizer = AutoTokenizer.from_pretrained(str(demo_model_path()))
+    if tokenizer is None:
+        tokenizer = AutoTokenizer.from_pretrained(str(demo_model_path()))
     config = Qwen3Config(
         vocab_size=len(tokenizer),
         hidden_size=64,
@@ -59,7 +61,7 @@ def tiny_policy(seed: int = 0) -> tuple[Any, Any]:
         num_attention_heads=4,
         num_key_value_heads=2,
         head_dim=16,
-        max_position_embeddings=512,
+        max_position_embeddings=max_position_embeddings,
         tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -67,3 +69,11 @@ def tiny_policy(seed: int = 0) -> tuple[Any, Any]:
     )
     torch.manual_seed(seed)
     return AutoModelForCausalLM.from_config(config), tokenizer
+
+
+def save_tiny_policy(folder: Path, *, tokenizer: Any = None) -> Path:
+    """:func:`tiny_policy` (seed 0, 2048 positions: room for whole CE-RM conversations) saved with its tokenizer."""
+    model, tokenizer = tiny_policy(0, max_position_embeddings=2048, tokenizer=tokenizer)
+    model.save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    return folder

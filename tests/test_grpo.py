@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from _integration_helpers import save_tiny_policy
 from _support import REPO_ROOT, SRC
 
 pytest.importorskip("trl")
@@ -72,26 +73,8 @@ def tokenizer() -> Any:
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory, tokenizer: Any) -> Path:
-    config = transformers.Qwen3Config(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        max_position_embeddings=2048,
-        tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(0)
-    model = transformers.AutoModelForCausalLM.from_config(config)
-    folder = tmp_path_factory.mktemp("tiny-qwen3-grpo")
-    model.save_pretrained(str(folder))
-    tokenizer.save_pretrained(str(folder))
-    return folder
+    """A randomly initialised tiny Qwen3 with SmolLM2's tokenizer and ChatML template, saved once."""
+    return save_tiny_policy(tmp_path_factory.mktemp("tiny-qwen3-grpo"), tokenizer=tokenizer)
 
 
 def _config(model: Path, out: Path, **changes: Any) -> GRPOConfig:

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from _integration_helpers import save_tiny_policy
 from _support import REPO_ROOT, SRC, realistic_criteria, realistic_evaluation
 
 pytest.importorskip("trl")
@@ -70,26 +71,7 @@ def tokenizer() -> Any:
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory, tokenizer: Any) -> Path:
     """A randomly initialised tiny Qwen3 with SmolLM2's tokenizer and ChatML template, saved once."""
-    config = transformers.Qwen3Config(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        max_position_embeddings=2048,
-        tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(0)
-    model = transformers.AutoModelForCausalLM.from_config(config)
-    folder = tmp_path_factory.mktemp("tiny-qwen3")
-    model.save_pretrained(str(folder))
-    tokenizer.save_pretrained(str(folder))
-    return folder
+    return save_tiny_policy(tmp_path_factory.mktemp("tiny-qwen3"), tokenizer=tokenizer)
 
 
 def _runs(mask: list[int]) -> list[tuple[int, int]]:

