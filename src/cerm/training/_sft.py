@@ -43,7 +43,7 @@ class SFTConfig:
 
     Args:
         model: base model: a local folder, a hub id, ``"demo-base"`` (the embedded SmolLM2-135M, untrained) or
-            ``"demo"`` (the embedded demo judge).
+            ``"demo"`` (the embedded demo judge, its shipped adapter merged: training goes on from it).
         data: the teacher stage's output: ``teach`` output folders or ``trajectories.jsonl`` files (one SFT example per
             line: ``query``, ``criteria``, ``response``, ``evaluation``...).
         output_dir: where the trained adapter or model, its manifest and ``checkpoints/`` go.
@@ -364,7 +364,12 @@ def _load_model(config: SFTConfig, path: str, torch: Any, transformers: Any) -> 
         layers_to_transform=config.lora_layers,
         task_type="CAUSAL_LM",
     )
-    model = peft.get_peft_model(model, lora)
+    # The adapter's random initialisation (lora_A) is seeded by the run's seed: the trainer seeds the global RNG only
+    # after the model exists, so without this two runs of one config (an uninterrupted run and a killed-and-resumed
+    # one, or two ranks) would start from different adapters. A forked RNG leaves the caller's global state alone.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = peft.get_peft_model(model, lora)
     if config.finetuning == "qlora":
         guard_cpu_4bit(model)
     return model, dtype
