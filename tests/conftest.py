@@ -34,7 +34,7 @@ def demo_backend() -> Iterator[Backend]:
         pytest.skip(reason)
     from cerm.backends.hf import HFBackend
 
-    backend = HFBackend("demo", device="cpu")
+    backend = HFBackend("demo-base", device="cpu")
     yield backend
     backend.close()
 

@@ -70,7 +70,7 @@ def test_rerank_and_async() -> None:
 @pytest.mark.model
 def test_best_of_n_with_a_real_hf_policy() -> None:
     """The embedded model as the policy (a real HF backend sampling N answers) and as the judge."""
-    judge = Judge("demo", config=JudgeConfig(criteria_max_new_tokens=8, evaluation_max_new_tokens=8))
+    judge = Judge("demo-base", config=JudgeConfig(criteria_max_new_tokens=8, evaluation_max_new_tokens=8))
     policy = judge.backend  # an HFBackend: any cerm backend can be the policy
     result = best_of_n(
         policy, "Name a fruit.", judge, n=3, sampling=SamplingParams(max_new_tokens=8, temperature=1.0, seed=1)

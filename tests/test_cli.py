@@ -155,6 +155,21 @@ def test_score_query_and_responses(cli_env: dict[str, str], tmp_path: Path) -> N
 
 
 @pytest.mark.model
+def test_the_readme_main_command_prints_real_scores_on_the_trained_demo_judge(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    # The README's first command, as a new user types it: the default model (the trained demo judge), default budgets,
+    # plain protocol (no forced readout). Before the trained adapter this printed "scores": [null, null].
+    command = ["score", "--query", "What is 17 * 23?", "--response", "17 * 23 = 391.", "--response", "17 * 23 = 381."]
+    proc = run_cli([*command, "--no-progress"], cli_env, tmp_path, timeout=1200)
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(proc.stdout)
+    assert [j["status"] for j in record["judgments"]] == ["scored", "scored"], record
+    assert all(isinstance(score, (int, float)) and 0 <= score <= 10 for score in record["scores"]), record
+    assert all("score_source" not in j for j in record["judgments"]), record  # its own boxed score, no readout
+
+
+@pytest.mark.model
 def test_score_jsonl_in_jsonl_out(cli_env: dict[str, str], tmp_path: Path) -> None:
     rows = [
         {"id": "b-2", "query": "Name a prime number.", "responses": ["7", "9"], "meta": {"source": "unit"}},

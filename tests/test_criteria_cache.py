@@ -259,7 +259,7 @@ import json, sys
 from cerm import Judge, JudgeConfig, SQLiteCriteriaCache
 from cerm.backends.hf import HFBackend
 
-backend = HFBackend("demo", device="cpu")
+backend = HFBackend("demo-base", device="cpu")
 calls = []
 inner = backend.generate
 def counted(conversations, params):

@@ -42,7 +42,7 @@ def _shared_data_dir(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="module")
 def demo_judge() -> Iterator[Judge]:
     try:
-        judge = Judge("demo", config=JudgeConfig(criteria_max_new_tokens=12, evaluation_max_new_tokens=12))
+        judge = Judge("demo-base", config=JudgeConfig(criteria_max_new_tokens=12, evaluation_max_new_tokens=12))
     except (BackendUnavailableError, ModelNotFoundError) as exc:
         pytest.skip(f"embedded demo model not available: {exc}")
     with judge:

@@ -136,7 +136,7 @@ def test_shared_prefix_is_off_for_sliding_window_models(tmp_path: Path) -> None:
         assert [row[0].completion_tokens for row in out] == [3, 3]  # plain left-padded prefill still runs
     finally:
         backend.close()
-    assert HFBackend("demo", device="cpu", share_prefix=False).describe()["share_prefix"] is False
+    assert HFBackend("demo-base", device="cpu", share_prefix=False).describe()["share_prefix"] is False
 
 
 def test_finish_reasons_and_token_counts(demo_backend: Backend) -> None:
@@ -384,7 +384,7 @@ def test_enable_thinking_only_when_the_template_mentions_it(demo_backend: Backen
         "{% if add_generation_prompt %}<|im_start|>assistant\n"
         "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}{% endif %}"
     )
-    qwen_like = HFBackend("demo", device="cpu", chat_template=template)
+    qwen_like = HFBackend("demo-base", device="cpu", chat_template=template)
     try:
         assert qwen_like.render(PROMPTS[0]).endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
         out = qwen_like.generate([PROMPTS[0]], SamplingParams(max_new_tokens=4))[0][0]
@@ -400,7 +400,7 @@ def test_load_in_4bit_nf4_on_cpu() -> None:
     pytest.importorskip("bitsandbytes")
     from cerm.backends.hf import HFBackend
 
-    backend = HFBackend("demo", device="cpu", load_in_4bit=True)
+    backend = HFBackend("demo-base", device="cpu", load_in_4bit=True)
     try:
         import bitsandbytes as bnb
 
@@ -431,7 +431,7 @@ def test_peft_lora_adapter(demo_backend: Backend, tmp_path: Path) -> None:
     peft.get_peft_model(base, config).save_pretrained(str(tmp_path / "adapter"))
     assert (tmp_path / "adapter" / "adapter_config.json").is_file()
 
-    backend = HFBackend("demo", device="cpu", adapter=str(tmp_path / "adapter"))
+    backend = HFBackend("demo-base", device="cpu", adapter=str(tmp_path / "adapter"))
     try:
         assert isinstance(backend.model, peft.PeftModel)
         assert backend.model_id.endswith("+" + str(tmp_path / "adapter"))
@@ -475,7 +475,7 @@ def test_missing_adapter_path(tmp_path: Path) -> None:
     from cerm.backends.hf import HFBackend
 
     with pytest.raises(ModelNotFoundError, match="adapter"):
-        HFBackend("demo", device="cpu", adapter=str(tmp_path / "no-adapter"))
+        HFBackend("demo-base", device="cpu", adapter=str(tmp_path / "no-adapter"))
 
 
 def test_no_trust_remote_code_by_default(monkeypatch: Any, tmp_path: Path) -> None:

@@ -157,7 +157,7 @@ def test_best_of_n_on_the_real_model(demo_backend: Backend, tiny_config: JudgeCo
 def test_judge_by_model_name() -> None:
     # Construction from a name builds (and owns) its own backend.
     config = JudgeConfig(criteria_max_new_tokens=8, evaluation_max_new_tokens=8)
-    with Judge("demo", config=config, device="cpu") as judge:
+    with Judge("demo-base", config=config, device="cpu") as judge:
         assert judge.backend.name == "hf"
         assert "SmolLM2" in repr(judge)
         judgments = judge.judge(QUERY, RESPONSES[:1])

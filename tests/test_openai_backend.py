@@ -474,7 +474,7 @@ def llama_url() -> Iterator[str]:
 @pytest.mark.model
 @pytest.mark.timeout(600)
 def test_llama_cpp_generation_n_logprobs_and_usage(llama_url: str) -> None:
-    with OpenAIBackend("demo", base_url=llama_url, max_concurrency=4, timeout=120) as backend:
+    with OpenAIBackend("demo-base", base_url=llama_url, max_concurrency=4, timeout=120) as backend:
         greedy = SamplingParams(max_new_tokens=12)
         [[a], [b]] = backend.generate([conv("Name a colour."), conv("Name a colour.")], greedy)
         assert a.text
@@ -523,8 +523,8 @@ def test_judge_through_llama_cpp_matches_the_hf_backend(llama_url: str) -> None:
     query = "What is the capital of France?"
     responses = ["Paris is the capital of France.", "The capital of France is Berlin."]
     config = JudgeConfig(criteria_max_new_tokens=32, evaluation_max_new_tokens=32)
-    http = _Recorder(OpenAIBackend("demo", base_url=llama_url, timeout=120))
-    local = _Recorder(create_backend("hf", "demo"))
+    http = _Recorder(OpenAIBackend("demo-base", base_url=llama_url, timeout=120))
+    local = _Recorder(create_backend("hf", "demo-base"))
     with Judge(http, config=config) as judge_http, Judge(local, config=config) as judge_local:
         via_http = judge_http.judge(query, responses)
         via_hf = judge_local.judge(query, responses)
@@ -560,9 +560,9 @@ def test_judge_through_llama_cpp_statistically_like_hf(llama_url: str) -> None:
         ("Translate 'bonjour' into English.", ["Hello.", "Goodbye.", "It means good day or hello."]),
     ]
     config = JudgeConfig(criteria_max_new_tokens=96, evaluation_max_new_tokens=96)
-    with Judge(OpenAIBackend("demo", base_url=llama_url, timeout=300), config=config) as judge_http:
+    with Judge(OpenAIBackend("demo-base", base_url=llama_url, timeout=300), config=config) as judge_http:
         via_http = [j for row in judge_http.judge_batch(items) for j in row]
-    with Judge("demo", config=config) as judge_local:
+    with Judge("demo-base", config=config) as judge_local:
         via_hf = [j for row in judge_local.judge_batch(items) for j in row]
     share = [sum(j.scorable for j in js) / len(js) for js in (via_http, via_hf)]
     assert abs(share[0] - share[1]) <= 0.5, share

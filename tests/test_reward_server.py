@@ -190,7 +190,7 @@ def test_unscorable_reward_is_required() -> None:
 @pytest.mark.model
 def test_demo_judge_behind_the_server_batches_concurrent_requests() -> None:
     config = JudgeConfig(criteria_max_new_tokens=8, evaluation_max_new_tokens=8)
-    real = Judge("demo", config=config)
+    real = Judge("demo-base", config=config)
     counting = InstrumentedBackend(real.backend)
     # The batch closes when 4 samples are pending (the wait bound is never reached): no timing in the assertions.
     app = create_app(

@@ -190,7 +190,7 @@ class _Spy:
 @pytest.mark.model
 def test_grpo_trainer_steps_with_the_demo_judge(tmp_path: Any) -> None:
     """TRL's GRPOTrainer runs two optimisation steps with the real embedded judge as its reward function."""
-    judge = Judge("demo", config=JudgeConfig(criteria_max_new_tokens=8, evaluation_max_new_tokens=8))
+    judge = Judge("demo-base", config=JudgeConfig(criteria_max_new_tokens=8, evaluation_max_new_tokens=8))
     spy = _Spy(CermRewardFunc(judge, scale=(0, 1)))
     trainer, _ = _grpo(spy, tmp_path, generations=2)
     assert trainer.state.global_step == 2

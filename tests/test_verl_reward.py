@@ -109,7 +109,7 @@ def test_lazy_factory_and_async() -> None:
 
 @pytest.mark.model
 def test_batch_form_with_the_demo_judge() -> None:
-    judge = Judge("demo", config=JudgeConfig(criteria_max_new_tokens=8, evaluation_max_new_tokens=8))
+    judge = Judge("demo-base", config=JudgeConfig(criteria_max_new_tokens=8, evaluation_max_new_tokens=8))
     reward = VerlReward(judge, unscorable_score=0.0, scale=(0, 1))
     out = reward(
         data_sources=["demo", "demo"],

