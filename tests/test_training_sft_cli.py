@@ -177,9 +177,11 @@ def test_demo_names_keep_the_trained_judge_and_its_base_apart() -> None:
     from cerm._embedded import DEMO_MODEL, embedded_model_id, is_demo_base_model, is_demo_model
 
     for name in ("demo", "embedded", "demo-sft", DEMO_MODEL):
-        assert is_demo_model(name) and not is_demo_base_model(name)
+        assert is_demo_model(name)
+        assert not is_demo_base_model(name)
     for name in ("demo-base", f"{DEMO_MODEL}-base"):
-        assert is_demo_base_model(name) and not is_demo_model(name)
+        assert is_demo_base_model(name)
+        assert not is_demo_model(name)
     assert embedded_model_id("demo") == embedded_model_id("demo-sft")
     assert embedded_model_id("demo") != embedded_model_id("demo-base")  # criteria caches must not mix them
     assert embedded_model_id("Qwen/Qwen3-4B") is None

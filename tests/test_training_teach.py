@@ -135,7 +135,9 @@ def test_judge_teacher_on_the_demo_model_reports_what_it_wrote(demo_backend: Bac
                                                    temperature=0.7))  # fmt: skip
     pairs = checkable_pairs(1, seed=0, split="heldout")
     out = tmp_path / "demo"
-    config = TeachConfig(output_dir=str(out), checkable=1, teacher="judge", judge_model="demo-base", samples=2, attempts=1)
+    config = TeachConfig(
+        output_dir=str(out), checkable=1, teacher="judge", judge_model="demo-base", samples=2, attempts=1
+    )
     teach(config, teacher=JudgeTeacher(judge), pairs=pairs)
     stats = read_manifest(out)["stats"]
     trajectories = read_trajectories(out)
