@@ -19,9 +19,10 @@ examples:
   cerm eval --out runs/rb2 --report-only --rule official                            # re-read, no judging
 
 --benchmark (rewardbench2, rewardbench, rm-bench, judgebench, llmbar) loads the benchmark from the Hugging Face Hub at
-a pinned revision (--revision to change it), or from $CERM_DATA_DIR/<name>/, or from --data (a local copy of the hub's
-files, the authors' release files, or cerm's normalized all.jsonl), and the report opens with the benchmark's official
-figures, computed with the official rule (--rule picks another of the preset's rules), each with its coverage.
+its pinned commit, or its default branch where it pins none, and records the commit read (--revision to change it),
+or from $CERM_DATA_DIR/<name>/, or from --data (a local copy of the hub's files, the authors' release files, or
+cerm's normalized all.jsonl), and the report opens with the benchmark's official figures, computed with the official
+rule (--rule picks another of the preset's rules), each with its coverage.
 
 --data alone is your own JSONL in cerm's normalized schema ({"id", "prompt", "chosen", "rejected": [...], "category",
 "subset", "meta"}) or a folder holding all.jsonl. --data-seed picks the slice (a seeded sample of --limit items; without
@@ -51,7 +52,11 @@ def register(subparsers: Any) -> None:
         help="benchmark preset: rewardbench2, rewardbench, rm-bench, judgebench, llmbar (official scoring)",
     )
     group.add_argument("--rule", help="another of the preset's scoring rules (see benchmarks/README.md)")
-    group.add_argument("--revision", help="hub revision of the benchmark (default: the preset's pinned one)")
+    group.add_argument(
+        "--revision",
+        help="hub revision of the benchmark: a branch, tag or full commit id (default: the preset's pinned commit, "
+        "else main)",
+    )
     group.add_argument("--data", help="your JSONL file or folder; with --benchmark, a local copy of the benchmark")
     group.add_argument("--out", required=True, metavar="DIR", help="output folder (rerun into it to resume)")
     group.add_argument("--limit", type=int, default=None, help="evaluate this many items (see --data-seed)")
