@@ -9,11 +9,13 @@ these tests; they load through the same ``datasets.load_dataset`` call as the hu
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -21,7 +23,7 @@ import pytest
 from _support import SRC, scripted
 from cerm import Judge
 from cerm.backends import Completion, MockBackend
-from cerm.eval import HUB_SOURCES, DataError, evaluate, load_benchmark, report_from_results
+from cerm.eval import HUB_SOURCES, DataError, HubSource, evaluate, load_benchmark, report_from_results
 
 pytest.importorskip("datasets")
 
@@ -86,8 +88,11 @@ def test_a_datasets_object_and_cerm_data_dir_are_overrides(monkeypatch: pytest.M
     assert len(from_env.items) == 2
 
 
-def test_the_hub_is_asked_for_the_pinned_revision_and_split(monkeypatch: pytest.MonkeyPatch) -> None:
+def _fake_hub(monkeypatch: pytest.MonkeyPatch, commits: dict[str, str] | None) -> list[tuple[Any, ...]]:
+    """datasets.load_dataset answered from the JudgeBench fixture, and the hub's revision lookup answered from
+    ``commits`` (revision -> commit; None: the hub cannot be reached). Returns the recorded load calls."""
     import datasets
+    import huggingface_hub
 
     calls: list[tuple[Any, ...]] = []
     rows = {
@@ -99,11 +104,35 @@ def test_the_hub_is_asked_for_the_pinned_revision_and_split(monkeypatch: pytest.
         calls.append((path, name, split, revision))
         return datasets.Dataset.from_list(rows[split])
 
+    def fake_info(self: Any, repo_id: str, *, revision: str) -> Any:
+        if commits is None:
+            raise ConnectionError("no network")
+        return SimpleNamespace(sha=commits[revision])
+
     monkeypatch.delenv("CERM_DATA_DIR", raising=False)
     monkeypatch.setattr(datasets, "load_dataset", fake_load)
-    data = load_benchmark("judgebench")
-    pinned = HUB_SOURCES["judgebench"].revision
-    assert calls == [("ScalerLab/JudgeBench", None, "gpt", pinned), ("ScalerLab/JudgeBench", None, "claude", pinned)]
+    monkeypatch.setattr(huggingface_hub.HfApi, "dataset_info", fake_info)
+    return calls
+
+
+def test_pins_are_full_commits_or_none() -> None:
+    for name, hub in HUB_SOURCES.items():
+        assert hub.revision is None or len(hub.revision) == 40, name
+    assert HUB_SOURCES["rewardbench2"].revision == "7ff08853b0d5686e79b13fda8677024f566a104a"
+    assert HUB_SOURCES["judgebench"].revision is None  # only a short id was found: the default branch, resolved
+    assert HUB_SOURCES["judgebench"].written_against == "57dd5e0"
+    with pytest.raises(ValueError, match="full 40-character commit"):
+        HubSource("x/y", ("train",), "57dd5e0")
+
+
+def test_the_hub_revision_is_resolved_once_and_every_split_read_from_it(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    main = "57dd5e0" + "a" * 33
+    calls = _fake_hub(monkeypatch, {"main": main, "v2": "b" * 40})
+    with caplog.at_level(logging.WARNING, logger="cerm"):
+        data = load_benchmark("judgebench")
+    assert calls == [("ScalerLab/JudgeBench", None, "gpt", main), ("ScalerLab/JudgeBench", None, "claude", main)]
     assert len(data.items) == 6
     assert data.provenance == {
         "benchmark": "judgebench",
@@ -111,12 +140,30 @@ def test_the_hub_is_asked_for_the_pinned_revision_and_split(monkeypatch: pytest.
         "hub_id": "ScalerLab/JudgeBench",
         "config": None,
         "splits": ["gpt", "claude"],
-        "revision": pinned,
+        "revision": "main",
+        "resolved_revision": main,
         "url": "https://huggingface.co/datasets/ScalerLab/JudgeBench",
     }
+    assert "written against" not in caplog.text  # main is still the commit the adapter was written against
     calls.clear()
-    load_benchmark("judgebench", revision="abc1234", splits=["claude"])
-    assert calls == [("ScalerLab/JudgeBench", None, "claude", "abc1234")]
+    data = load_benchmark("judgebench", revision="v2", splits=["claude"])
+    assert calls == [("ScalerLab/JudgeBench", None, "claude", "b" * 40)]
+    assert (data.provenance["revision"], data.provenance["resolved_revision"]) == ("v2", "b" * 40)
+
+
+def test_a_moved_default_branch_is_told_and_an_unreachable_hub_is_recorded(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls = _fake_hub(monkeypatch, {"main": "c" * 40})
+    with caplog.at_level(logging.WARNING, logger="cerm"):
+        load_benchmark("judgebench")
+    assert "the hub's main is now commit " + "c" * 40 in caplog.text
+    assert "written against 57dd5e0" in caplog.text
+    calls = _fake_hub(monkeypatch, None)  # the lookup fails; datasets may still have the data (its cache)
+    data = load_benchmark("judgebench", splits=["gpt"])
+    assert calls == [("ScalerLab/JudgeBench", None, "gpt", "main")]
+    assert data.provenance["resolved_revision"] is None
+    assert "ConnectionError: no network" in data.provenance["revision_note"]
 
 
 def test_offline_the_error_names_the_hub_id_and_the_local_way(tmp_path: Path) -> None:

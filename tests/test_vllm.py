@@ -282,6 +282,112 @@ def test_judge_on_vllm_agrees_with_hf(backend: VLLMBackend) -> None:
         assert b.provenance.backend == "hf"
 
 
+# A fixed evaluation prompt: the criteria and the judge's evaluation text are written here, so both backends read the
+# score after exactly the same tokens (their own greedy texts would drift apart in bf16 against fp32).
+READOUT_QUERY = "What is the capital of France?"
+READOUT_CRITERIA = (
+    "[Start of Criteria]\n1. Correctness: The answer names the right city.\n2. Clarity: The answer is short and "
+    "direct.\n[End of Criteria]"
+)
+READOUT_CASES = [
+    ("Paris is the capital of France.", "**1. Correctness:** Paris is right. $\\boxed{5}$\n**2. Clarity:** Direct."),
+    ("The capital of France is Berlin.", "**1. Correctness:** Berlin is wrong. $\\boxed{0}$\n**2. Clarity:** Clear."),
+    ("I think it might be Lyon or Paris.", "**1. Correctness:** Unsure, half right. $\\boxed{2}$"),
+]
+# bf16 (vLLM) against fp32 (HF) moves each probability a little; the expected score is a probability-weighted mean
+# over 0..10, so a tolerance of a quarter point is far above that noise and far below the half-point steps of the
+# written scores the readout refines. Measured on this model: see the log line the test writes.
+READOUT_TOLERANCE = 0.25
+
+
+def test_expected_score_readout_agrees_with_hf_on_the_same_prompt(backend: VLLMBackend) -> None:
+    """The expected score from the top log-probabilities after the judge's ``\\boxed{``: vLLM's alternatives (its
+    ``top_logprobs`` per position) give the same distribution as HF's on the same model and prompt."""
+    import torch
+
+    from cerm.backends.hf import HFBackend
+    from cerm.protocol import evaluation_conversation, forced_readout_conversation, score_distribution
+
+    params = JudgeConfig().readout_sampling()  # the readout's own request: greedy, 8 tokens, 20 alternatives
+    conversations = [
+        forced_readout_conversation(evaluation_conversation(READOUT_QUERY, READOUT_CRITERIA, response), text)
+        for response, text in READOUT_CASES
+    ]
+    assert backend.supports_prefill
+    assert backend.render(conversations[0]).endswith("$\\boxed{")  # continued, not answered with a new turn
+    on_vllm = [samples[0] for samples in backend.generate(conversations, params)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with HFBackend("demo") as hf:
+            assert hf.render(conversations[0]) == backend.render(conversations[0])  # the same prompt, token for token
+            on_hf = [samples[0] for samples in hf.generate(conversations, params)]
+    finally:
+        torch.set_num_threads(threads)
+    gaps = []
+    for v, h in zip(on_vllm, on_hf, strict=True):
+        assert v.logprobs is not None
+        assert h.logprobs is not None
+        rv = score_distribution(v.logprobs, method="forced")
+        rh = score_distribution(h.logprobs, method="forced")
+        assert rv.expected is not None, rv.problem
+        assert rh.expected is not None, rh.problem
+        assert rv.trusted
+        assert rh.trusted
+        assert rv.greedy == rh.greedy  # the same most likely score
+        assert abs(rv.mass - rh.mass) < 0.05
+        gaps.append(abs(rv.expected - rh.expected))
+    report = f"expected-score readout, vLLM (bf16) vs HF (fp32): |difference| per prompt {[round(g, 4) for g in gaps]}"
+    logger.warning(report)
+    assert max(gaps) <= READOUT_TOLERANCE, report
+
+
+def test_expected_score_is_the_tie_breaker_of_first_resort_on_vllm(backend: VLLMBackend) -> None:
+    """Written (forced) scores tie; the expected scores of the same tokens order the tied candidates, with no
+    generation beyond the plain judgment's: the tie-break's first step works on vLLM's log-probabilities."""
+    from cerm import TieBreak
+
+    config = JudgeConfig(criteria_max_new_tokens=24, evaluation_max_new_tokens=8, forced_readout=True)
+    responses = [
+        "Paris.",
+        "Paris is the capital of France.",
+        "The capital of France is Paris, on the Seine.",
+        "Berlin.",
+        "The capital of France is Berlin.",
+        "It is Lyon.",
+    ]
+    judge = Judge(backend, config=config)
+    before = backend.engine_stats()["requests"]
+    ranking = judge.rank(READOUT_QUERY, responses, tie_break=TieBreak(max_chains=1))
+    requests = backend.engine_stats()["requests"] - before
+    report = ranking[0].tie_break
+    assert report is not None
+    first = {c.index: c.first_score for c in report.candidates}
+    logger.warning("forced scores on vLLM: %s; keys %s", first, {c.index: c.key for c in report.candidates})
+    forced = sum(1 for r in ranking for c in r.judgment.chains if c.score_source == "forced_parsed")
+    assert forced == len(responses)  # 8 tokens never close the format: every score is a forced readout
+    assert requests == 1 + 2 * len(responses)  # criteria, evaluations, forced readouts: nothing for the tie-break
+    assert report.generations == 0
+    assert report.rounds == 0
+    groups = {c.group for c in report.candidates if c.group is not None}
+    assert groups, f"no two written scores tied: {first}"  # the premise (greedy on a fixed engine: deterministic)
+    assert report.expected_used
+    for chain in (c for r in ranking for c in r.judgment.chains):
+        assert chain.score_source == "forced_parsed"
+        assert chain.readout is not None
+        assert chain.readout.greedy == chain.score  # the written score is the readout's most likely one
+    position = {index: n for n, index in enumerate(report.order)}
+    for group in groups:
+        members = [c for c in report.candidates if c.group == group]
+        assert len({c.first_score for c in members}) == 1
+        for c in members:
+            chain = ranking[position[c.index]].judgment.chains[0]
+            assert c.key == pytest.approx(chain.readout.expected)  # type: ignore[union-attr]
+        # Inside a tie, the order is by expected score, highest first.
+        ordered = sorted(members, key=lambda c: position[c.index])
+        assert [c.key for c in ordered] == sorted((c.key for c in ordered), reverse=True)  # type: ignore[arg-type]
+
+
 def test_close_shuts_the_engine_down(backend: VLLMBackend) -> None:
     # Last in this module: it ends the shared engine (the fixture's own close is then a no-op).
     backend.close()

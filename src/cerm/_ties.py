@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from cerm._config import JudgeConfig, _setting
 from cerm._errors import ConfigurationError
 from cerm._types import CandidateSamples, Chain, Judgment, TieBreakReport, TieBreakStop, Usage
 
@@ -66,13 +67,20 @@ class TieBreak:
             under its first criteria set.
     """
 
-    margin: float = 0.0
-    max_chains: int = 4
-    samples_per_round: int = 1
-    max_rounds: int | None = None
-    budget: int | None = None
-    expected_first: bool = True
-    sample: SampleKind = "chains"
+    # The one-line help of each field is what the command line's --tie-* options say (cerm.cli._common).
+    margin: float = _setting(0.0, "candidates within this much of the leader's score are tied (0: exact ties only)")
+    max_chains: int = _setting(4, "the most chains a tied candidate ends with, its first judgment's included")
+    samples_per_round: int = _setting(1, "chains added to each tied candidate per round")
+    max_rounds: int | None = _setting(None, "the most sampled rounds (none: until --tie-max-chains)")
+    budget: int | None = _setting(
+        None, "the most extra generations one decision may run (none: bounded by --tie-max-chains only)"
+    )
+    expected_first: bool = _setting(
+        True, "first order tied candidates by their expected scores from the score tokens' probabilities (no sampling)"
+    )
+    sample: SampleKind = _setting(
+        "chains", "one more sample is a new criteria set and the evaluations under it, or one more evaluation"
+    )
 
     def __post_init__(self) -> None:
         if not (isinstance(self.margin, int | float) and math.isfinite(self.margin) and self.margin >= 0):
@@ -304,6 +312,12 @@ class _Decision:
         return order
 
 
+def check_sampling(settings: TieBreak, config: JudgeConfig) -> None:
+    """A tie-break that may add chains needs sampled ones: refuse a greedy-only config before any judging."""
+    if config.temperature == 0 and config.scaling_temperature <= 0 and settings.max_chains > config.chains_per_response:
+        raise ConfigurationError("a tie-break samples more chains: set temperature or scaling_temperature above 0")
+
+
 def decide_plan(
     judge: Judge, items: Sequence[tuple[str, Sequence[str]]], settings: TieBreak, scope: TieScope
 ) -> _Plan[list[tuple[list[Judgment], TieBreakReport]]]:
@@ -312,9 +326,7 @@ def decide_plan(
         raise TypeError(f"tie_break must be a cerm.TieBreak, got {type(settings).__name__}")
     if scope not in ("top", "all"):
         raise ValueError(f"scope must be 'top' or 'all', got {scope!r}")
-    cfg = judge.config
-    if cfg.temperature == 0 and cfg.scaling_temperature <= 0 and settings.max_chains > cfg.chains_per_response:
-        raise ConfigurationError("a tie-break samples more chains: set temperature or scaling_temperature above 0")
+    check_sampling(settings, judge.config)
     from cerm._judge import _Extension
 
     rows = yield from judge._judge_plan(items, attach_readouts=settings.expected_first)

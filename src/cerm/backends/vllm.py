@@ -334,6 +334,10 @@ class VLLMBackend(Backend):
         return True
 
     @property
+    def supports_prefill(self) -> bool:
+        return True
+
+    @property
     def llm(self) -> Any:
         """The underlying ``vllm.LLM`` (shared with other backends of the same engine settings)."""
         return self._live_llm()
@@ -342,7 +346,9 @@ class VLLMBackend(Backend):
         return {**super().describe(), **self._settings}
 
     def render(self, conversation: Conversation) -> str:
-        """The exact prompt string the model sees: the chat template with the generation prompt appended."""
+        """The exact prompt string the model sees: the chat template with the generation prompt appended, or, when
+        the last message is from the assistant (prefill, as the forced score readout sends), the template up to the
+        end of that message's content so the model continues it."""
         return self._render_chat(conversation).text
 
     def prompt_ids(self, conversation: Conversation) -> list[int]:
@@ -351,10 +357,11 @@ class VLLMBackend(Backend):
         return tokenize_chat(self.tokenizer, self._render_chat(conversation))
 
     def _render_chat(self, conversation: Conversation) -> RenderedChat:
+        prefill = bool(conversation) and conversation[-1]["role"] == "assistant"
         return render_chat(
             self.tokenizer,
             conversation,
-            generation="prompt",
+            generation="continue" if prefill else "prompt",
             template_kwargs=self._template_kwargs,
             chat_template=self._chat_template,
         )

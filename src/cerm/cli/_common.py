@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 from cerm._config import JudgeConfig
+from cerm._errors import ConfigurationError
 from cerm._jsonl import iter_json_lines
 from cerm._judge import Judge
-from cerm._types import Judgment
+from cerm._ties import TieBreak, check_sampling
+from cerm._types import Judgment, TieBreakReport
 from cerm.backends import backend_class
 from cerm.cli import EXIT_ERRORED, EXIT_OK, EXIT_UNSCORABLE, InputError
 
@@ -75,6 +77,64 @@ def add_judge_options(
     if renamed:
         raise ValueError(f"flags names fields {sorted(renamed)} that {config_class.__name__} does not have")
     parser.set_defaults(_judge_config_class=config_class)
+
+
+def add_tie_break_options(parser: argparse.ArgumentParser, *, scope: str) -> None:
+    """``--tie-break`` and one ``--tie-<field>`` option per :class:`~cerm.TieBreak` field, generated from the dataclass
+    like the judge's options. ``scope`` says in the help which ties the sub-command breaks."""
+    group = parser.add_argument_group(
+        "adaptive tie-break",
+        "Spend extra judge samples only on candidates whose scores tie: they are first ordered by their expected "
+        "scores (where the backend returns log-probabilities; no generation), then get sampled chains in rounds, "
+        "reusing every chain already drawn, until one leads or a limit is reached. Off unless --tie-break is given; "
+        "the --tie-* options need it.",
+    )
+    group.add_argument("--tie-break", action="store_true", help=f"break ties with extra samples: {scope}")
+    hints = typing.get_type_hints(TieBreak)
+    for spec in dataclasses.fields(TieBreak):
+        option = _config_option(spec, hints[spec.name], ["--tie-" + spec.name.replace("_", "-")])
+        assert option is not None, f"TieBreak.{spec.name} has a type the command line cannot express"
+        names, settings = option
+        # None when not given, so that a --tie-* option without --tie-break is told (the help shows the default).
+        group.add_argument(*names, dest=_TIE_DEST + spec.name, **{**settings, "default": None})
+
+
+#: The prefix of the argparse destinations of the --tie-* options (clear of the judge's own fields).
+_TIE_DEST = "tie_break_"
+
+
+def tie_break_from_args(args: argparse.Namespace) -> TieBreak | None:
+    """The :class:`~cerm.TieBreak` of the options :func:`add_tie_break_options` added, or None without --tie-break;
+    checked against the judge's settings (a tie-break needs sampled chains) before any model loads."""
+    given = {
+        spec.name: getattr(args, _TIE_DEST + spec.name)
+        for spec in dataclasses.fields(TieBreak)
+        if getattr(args, _TIE_DEST + spec.name, None) is not None
+    }
+    if not getattr(args, "tie_break", False):
+        if given:
+            options = ", ".join("--tie-" + name.replace("_", "-") for name in given)
+            raise InputError(f"{options} set a tie-break that is off: add --tie-break")
+        return None
+    try:
+        settings = TieBreak(**given)
+        check_sampling(settings, config_from_args(args))
+    except ConfigurationError as exc:
+        raise InputError(str(exc)) from None
+    return settings
+
+
+def tie_break_record(report: TieBreakReport) -> dict[str, Any]:
+    """The JSON shape of a decision's tie-break in CLI output: why it stopped, what it spent, and per candidate how
+    many chains it got and why."""
+    return {
+        "order": list(report.order),
+        "rounds": report.rounds,
+        "stopped": report.stopped,
+        "generations": report.generations,
+        "expected_used": report.expected_used,
+        "candidates": [dataclasses.asdict(c) for c in report.candidates],
+    }
 
 
 def _config_option(

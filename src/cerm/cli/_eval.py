@@ -19,19 +19,24 @@ examples:
   cerm eval --out runs/rb2 --report-only --rule official                            # re-read, no judging
 
 --benchmark (rewardbench2, rewardbench, rm-bench, judgebench, llmbar) loads the benchmark from the Hugging Face Hub at
-a pinned revision (--revision to change it), or from $CERM_DATA_DIR/<name>/, or from --data (a local copy of the hub's
-files, the authors' release files, or cerm's normalized all.jsonl), and the report opens with the benchmark's official
-figures, computed with the official rule (--rule picks another of the preset's rules), each with its coverage.
+its pinned commit, or its default branch where it pins none, and records the commit read (--revision to change it),
+or from $CERM_DATA_DIR/<name>/, or from --data (a local copy of the hub's files, the authors' release files, or
+cerm's normalized all.jsonl), and the report opens with the benchmark's official figures, computed with the official
+rule (--rule picks another of the preset's rules), each with its coverage.
 
 --data alone is your own JSONL in cerm's normalized schema ({"id", "prompt", "chosen", "rejected": [...], "category",
 "subset", "meta"}) or a folder holding all.jsonl. --data-seed picks the slice (a seeded sample of --limit items; without
 it the first --limit items); --seed is the judge's sampling seed. Rerunning with the same --out resumes, and judges
 again the items whose judgment errored (no judgment produced).
+
+--tie-break gives the candidates tied at the top of an item more judge samples (the --tie-* options set how many);
+each candidate's record keeps its first score and adds what the tie-break did, and the pairwise and Best-of-N verdicts
+on tied candidates follow it. A run resumes only with the same tie-break settings.
 """
 
 
 def register(subparsers: Any) -> None:
-    from cerm.cli._common import add_judge_options
+    from cerm.cli._common import add_judge_options, add_tie_break_options
 
     parser = subparsers.add_parser(
         "eval",
@@ -47,7 +52,11 @@ def register(subparsers: Any) -> None:
         help="benchmark preset: rewardbench2, rewardbench, rm-bench, judgebench, llmbar (official scoring)",
     )
     group.add_argument("--rule", help="another of the preset's scoring rules (see benchmarks/README.md)")
-    group.add_argument("--revision", help="hub revision of the benchmark (default: the preset's pinned one)")
+    group.add_argument(
+        "--revision",
+        help="hub revision of the benchmark: a branch, tag or full commit id (default: the preset's pinned commit, "
+        "else main)",
+    )
     group.add_argument("--data", help="your JSONL file or folder; with --benchmark, a local copy of the benchmark")
     group.add_argument("--out", required=True, metavar="DIR", help="output folder (rerun into it to resume)")
     group.add_argument("--limit", type=int, default=None, help="evaluate this many items (see --data-seed)")
@@ -74,11 +83,14 @@ def register(subparsers: Any) -> None:
         "another --tie-policy or --rule, or to look at an unfinished run, which the report then marks as incomplete)",
     )
     add_judge_options(parser)
+    add_tie_break_options(
+        parser, scope="the candidates tied at the top of each item (the pairwise and Best-of-N verdicts follow it)"
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from cerm.cli._common import config_from_args, judge_from_args
+    from cerm.cli._common import config_from_args, judge_from_args, tie_break_from_args
     from cerm.eval import SCORERS, DataError, evaluate, load_benchmark, load_items, preset_name
 
     if args.report_only:
@@ -92,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise InputError("--limit must be >= 1")
     config_from_args(args)  # bad settings fail before the data is read
+    tie_break = tie_break_from_args(args)
     benchmark = None
     source: dict[str, Any] = {}
     try:
@@ -127,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
                 benchmark=benchmark,
                 rule=args.rule,
                 data_source=source,
+                tie_break=tie_break,
             )
         except ConfigurationError as exc:
             raise InputError(str(exc)) from None

@@ -14,7 +14,13 @@ from typing import Any
 
 from cerm._errors import BackendUnavailableError
 from cerm.cli import EXIT_OK, InputError
-from cerm.cli._common import add_judge_options, config_from_args, judge_from_args
+from cerm.cli._common import (
+    add_judge_options,
+    add_tie_break_options,
+    config_from_args,
+    judge_from_args,
+    tie_break_from_args,
+)
 from cerm.integrations.openrlhf import (  # FastAPI itself is imported only by run()
     DEFAULT_CRITERIA_CACHE_SIZE,
     DEFAULT_END_MARKERS,
@@ -36,6 +42,8 @@ UNSCORABLE samples get --unscorable-reward (required: choose it knowingly) and c
 ERROR samples (the judge's generation failed: no judgment) get no reward: their request answers 503, which OpenRLHF
 retries (5 attempts); if it persists, OpenRLHF 0.11.2 leaves that sample without a reward. Other requests are served.
 Samples of one prompt share one criteria set however they arrive (a criteria cache, on by default).
+--tie-break (off by default): samples of one prompt judged in the same micro-batch whose scores tie get more chains,
+so a group with equal rewards can separate; a tied sample costs up to --tie-max-chains judgments instead of one.
 The response is the sample text after its prompt, with trailing end-of-turn markers removed (built in: ChatML, Llama 3,
 Gemma, Mistral, Phi; add more with --end-marker); the judge's query is the prompt's last user turn (--query-field or
 --query-fn to change that). A prompt the policy cut from the left is judged in full, as sent, and flagged
@@ -120,6 +128,11 @@ def register(subparsers: Any) -> None:
         + ")",
     )
     add_judge_options(parser)
+    add_tie_break_options(
+        parser,
+        scope="samples of one prompt in a micro-batch whose scores tie (a GRPO group with equal rewards has no "
+        "advantage) get more chains; costs up to --tie-max-chains judgments per tied sample",
+    )
     parser.set_defaults(func=run)
 
 
@@ -148,6 +161,7 @@ def run(args: argparse.Namespace) -> int:
     query_fn = load_function(args.query_fn, "--query-fn") if args.query_fn else None
     response_fn = load_function(args.response_fn, "--response-fn") if args.response_fn else None
     config_from_args(args)  # validate before importing the web stack and loading the model
+    tie_break = tie_break_from_args(args)
     from cerm.integrations.openrlhf import _import_fastapi, create_app
 
     _import_fastapi()
@@ -170,6 +184,7 @@ def run(args: argparse.Namespace) -> int:
             query_field=args.query_field,
             response_fn=response_fn,
             query_fn=query_fn or openrlhf_query,
+            tie_break=tie_break,
         )
         url = f"http://{args.host}:{args.port}/get_reward"
         logger.info(

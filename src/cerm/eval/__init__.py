@@ -8,9 +8,10 @@
 >>> run.metrics["benchmark"].headline.value                                    # doctest: +SKIP
 
 Benchmark presets (``rewardbench2``, ``rewardbench``, ``rm-bench``, ``judgebench``, ``llmbar``) load from the Hugging
-Face Hub at a pinned revision (or ``$CERM_DATA_DIR``, a local folder or file, a ``datasets.Dataset``) and are scored
-exactly as their authors' code scores them (:mod:`cerm.eval._presets`). Your own data is the normalized preference
-JSONL (the schema is in the README's evaluation section; :func:`load_items`). Plots need ``pip install 'ce-rm[eval]'``.
+Face Hub at a pinned commit or the default branch, the commit read recorded (or ``$CERM_DATA_DIR``, a local folder or
+file, a ``datasets.Dataset``) and are scored exactly as their authors' code scores them (:mod:`cerm.eval._presets`).
+Your own data is the normalized preference JSONL (the schema is in the README's evaluation section;
+:func:`load_items`). Plots need ``pip install 'ce-rm[eval]'``.
 """
 
 from cerm.eval._data import (

@@ -11,6 +11,7 @@ folder holding ``all.jsonl`` in cerm's normalized preference schema is read as s
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -20,6 +21,8 @@ from typing import Any
 
 from cerm.eval._data import DATA_DIR_ENV, DataError, EvalItem, build_items, load_rows, select_items
 from cerm.eval._presets import preset_name
+
+logger = logging.getLogger("cerm")
 
 RM_BENCH_STYLES = ("concise", "detailed_plain", "detailed_markdown")
 _DATA_SUFFIXES = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
@@ -31,28 +34,50 @@ _JB_CATEGORY = {
 }
 
 
+#: The hub's default branch: what a preset without a pinned commit loads (the commit it resolves to is recorded).
+DEFAULT_BRANCH = "main"
+_FULL_COMMIT = re.compile(r"[0-9a-f]{40}")
+
+
 @dataclass(frozen=True)
 class HubSource:
     """Where a benchmark lives on the Hugging Face Hub.
 
-    ``revision`` is the dataset repository's commit the preset was written against (read from the hub's commit pages);
-    pass another with ``revision=`` / ``--revision``.
+    ``revision`` is a full dataset commit the preset is pinned to, or None where no full commit id could be found
+    (cerm was written without hub access): the default branch is loaded then, and the commit it resolves to is recorded
+    in the run's provenance. ``written_against`` is the commit prefix the hub's pages showed when the preset's adapter
+    was written (information only: it is never sent to the hub; a load that resolves elsewhere logs a warning). Pass
+    another revision with ``revision=`` / ``--revision``.
     """
 
     hub_id: str
     splits: tuple[str, ...]
-    revision: str
+    revision: str | None
     config: str | None = None
     subset_prefix: str | None = None  # keep only rows whose ``subset`` starts with this (LLMBar inside RewardBench)
     folders: tuple[str, ...] = ()  # folder names looked up under $CERM_DATA_DIR
+    written_against: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.revision is not None and not _FULL_COMMIT.fullmatch(self.revision):
+            raise ValueError(f"{self.hub_id}: a pinned revision must be a full 40-character commit id")
 
     def url(self) -> str:
         return f"https://huggingface.co/datasets/{self.hub_id}"
 
 
+# Pins are full commit ids found in published material (none could be checked against the hub from the machine cerm
+# was written on). RewardBench 2: the commit whose dataset card other projects cite
+# (huggingface.co/datasets/allenai/reward-bench-2/raw/7ff08853b0d5686e79b13fda8677024f566a104a/README.md), which is the
+# "7ff0885" the hub's page showed. RewardBench: the commit in the hub's own history URL
+# (huggingface.co/datasets/allenai/reward-bench/commits/8def74f33ce5c3b78bafcbed9a7a1887f427701b/data). RM-Bench and
+# JudgeBench: only the short ids the hub's pages print were found, so no pin: the default branch, resolved at load.
 HUB_SOURCES: dict[str, HubSource] = {
     "rewardbench2": HubSource(
-        "allenai/reward-bench-2", ("test",), "7ff0885", folders=("rewardbench2", "reward-bench-2")
+        "allenai/reward-bench-2",
+        ("test",),
+        "7ff08853b0d5686e79b13fda8677024f566a104a",
+        folders=("rewardbench2", "reward-bench-2"),
     ),
     "rewardbench": HubSource(
         "allenai/reward-bench",
@@ -60,8 +85,12 @@ HUB_SOURCES: dict[str, HubSource] = {
         "8def74f33ce5c3b78bafcbed9a7a1887f427701b",
         folders=("rewardbench", "reward-bench"),
     ),
-    "rm-bench": HubSource("THU-KEG/RM-Bench", ("train",), "ee19843", folders=("rm-bench", "rm_bench")),
-    "judgebench": HubSource("ScalerLab/JudgeBench", ("gpt", "claude"), "57dd5e0", folders=("judgebench",)),
+    "rm-bench": HubSource(
+        "THU-KEG/RM-Bench", ("train",), None, folders=("rm-bench", "rm_bench"), written_against="ee19843"
+    ),
+    "judgebench": HubSource(
+        "ScalerLab/JudgeBench", ("gpt", "claude"), None, folders=("judgebench",), written_against="57dd5e0"
+    ),
     "llmbar": HubSource(
         "allenai/reward-bench",
         ("filtered",),
@@ -311,6 +340,31 @@ def _from_path(name: str, path: Path, hub: HubSource) -> tuple[list[EvalItem], d
     return items, {"source": "local", "path": str(path), "files": [str(Path(f).relative_to(root)) for f in files]}
 
 
+def _resolve_revision(hub: HubSource, revision: str) -> tuple[str | None, str | None]:
+    """The commit ``revision`` (a branch, tag or commit) points to on the hub, so every split is read from that one
+    commit and the run records which it was: ``(commit, None)``, or ``(None, why not)`` when the hub cannot be asked
+    (offline: ``datasets`` may still have the data in its cache)."""
+    try:
+        from huggingface_hub import HfApi
+
+        commit = HfApi().dataset_info(hub.hub_id, revision=revision).sha
+    except Exception as exc:  # offline, unknown revision, hub error: the load below says what went wrong, if it does
+        return None, f"{type(exc).__name__}: {exc}"
+    if not isinstance(commit, str) or not commit:
+        return None, "the hub returned no commit id"
+    if hub.written_against and revision == DEFAULT_BRANCH and not commit.startswith(hub.written_against):
+        logger.warning(
+            "%s: the hub's %s is now commit %s; cerm's adapter was written against %s: if loading fails or the "
+            "numbers look off, pass --revision %s",
+            hub.hub_id,
+            DEFAULT_BRANCH,
+            commit,
+            hub.written_against,
+            hub.written_against,
+        )
+    return commit, None
+
+
 def _from_hub(name: str, hub: HubSource, revision: str, splits: Sequence[str]) -> list[EvalItem]:
     datasets = _import_datasets()
     rows: list[dict[str, Any]] = []
@@ -345,7 +399,9 @@ def load_benchmark(
     1. ``source``: a local file or folder (the hub's files, the authors' release files, or cerm's normalized
        ``all.jsonl``), or a ``datasets.Dataset`` / ``DatasetDict`` / list of dicts in the benchmark's raw schema;
     2. ``$CERM_DATA_DIR/<name>/`` when it exists;
-    3. the Hugging Face Hub: the preset's dataset, splits and pinned ``revision`` (override with ``revision=``).
+    3. the Hugging Face Hub: the preset's dataset and splits, at its pinned commit or, for a preset without one, the
+       default branch (override with ``revision=``). The commit the revision resolves to is asked of the hub first,
+       every split is read from it, and it is recorded (``provenance["resolved_revision"]``).
 
     ``limit`` and ``seed`` cut a slice (see :func:`cerm.eval.select_items`).
     """
@@ -360,16 +416,20 @@ def load_benchmark(
         if path is not None:
             items, provenance = _from_path(canonical, path, hub)
         else:
-            rev = revision or hub.revision
-            items = _from_hub(canonical, hub, rev, wanted_splits)
+            requested = revision or hub.revision or DEFAULT_BRANCH
+            commit, unresolved = _resolve_revision(hub, requested)
+            items = _from_hub(canonical, hub, commit or requested, wanted_splits)
             provenance = {
                 "source": "hub",
                 "hub_id": hub.hub_id,
                 "config": hub.config,
                 "splits": list(wanted_splits),
-                "revision": rev,
+                "revision": requested,
+                "resolved_revision": commit,
                 "url": hub.url(),
             }
+            if unresolved is not None:
+                provenance["revision_note"] = f"not resolved to a commit ({unresolved}); loaded as {requested!r}"
     provenance = {"benchmark": canonical, **provenance}
     return BenchmarkData(canonical, select_items(items, limit, seed), provenance)
 
