@@ -319,7 +319,7 @@ def test_expected_score_readout_agrees_with_hf_on_the_same_prompt(backend: VLLMB
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with HFBackend("demo") as hf:
+        with HFBackend("demo-base") as hf:
             assert hf.render(conversations[0]) == backend.render(conversations[0])  # the same prompt, token for token
             on_hf = [samples[0] for samples in hf.generate(conversations, params)]
     finally:
