@@ -15,7 +15,21 @@ from cerm.training import checkable_pairs
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 #: Words every slot test needs as whole tokens (the default verbalizer and template).
-WORDS = "good bad great poor fine wrong right question response explanation overall the is".split()
+WORDS = [
+    "good",
+    "bad",
+    "great",
+    "poor",
+    "fine",
+    "wrong",
+    "right",
+    "question",
+    "response",
+    "explanation",
+    "overall",
+    "the",
+    "is",
+]
 
 
 def corpus(n: int = 120) -> list[str]:

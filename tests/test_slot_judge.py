@@ -122,9 +122,9 @@ def test_unreadable_responses_and_invalid_items_are_never_numbers(tiny_mlm: Path
     assert rows[2][0].status is Status.ERROR
     with pytest.raises(ValueError, match="empty"):
         judge.judge_batch([("", ["x"])])
-    with pytest.raises(ConfigurationError, match="cannot break ties"):
-        from cerm import TieBreak
+    from cerm import TieBreak
 
+    with pytest.raises(ConfigurationError, match="cannot break ties"):
         judge.best_of_n(QUERY, RESPONSES, tie_break=TieBreak())
 
 
@@ -311,7 +311,9 @@ def test_slot_judge_from_config(tiny_mlm: Path, tmp_path: Path) -> None:
         SlotJudgeConfig.from_dict({"slot_model": "x", "mask": "y"})
     cerm_config = SlotJudgeConfig(slot_model=str(tiny_mlm), explanation="ce-rm")
     with slot_judge_from_config(
-        cerm_config, model=MockBackend(scripted()), judge_config=JudgeConfig()  # type: ignore[arg-type]
+        cerm_config,
+        model=MockBackend(scripted()),
+        judge_config=JudgeConfig(),  # type: ignore[arg-type]
     ) as built:
         assert isinstance(built, SlotJudge)
         assert isinstance(built.explainer, CermExplainer)

@@ -99,16 +99,25 @@ def encode(
     space_before = template.space_before_mask
     values = {"query": item.query, "response": item.response, "explanation": item.explanation}
     pieces: list[tuple[str, list[int]]] = []
+    carried = ""  # spaces moved from a literal to the field after it
     for position, (kind, literal) in enumerate(segments):
+        following = segments[position + 1][0] if position + 1 < len(segments) else None
         if kind == "text":
-            # The space before the slot belongs to the verbalizer word (see word_pieces), not to the text.
-            next_is_mask = position + 1 < len(segments) and segments[position + 1][0] == "mask"
-            text = literal.rstrip() if next_is_mask and space_before else literal
+            text = literal
+            if following == "mask" and space_before:
+                # The space before the slot belongs to the verbalizer word (see word_pieces), not to the text.
+                text = literal.rstrip()
+            elif values.get(following):
+                # A BPE tokenizer writes a word after a space as one token with the space ("Ġwhat"); a space left at
+                # the end of a literal would be a lone token the model never sees in running text.
+                text = literal.rstrip(" ")
+                carried = literal[len(text) :]
             pieces.append(("text", _tokens(tokenizer, text)))
         elif kind == "mask":
             pieces.append(("mask", list(mask_tokens or [])))
         else:
-            pieces.append((kind, _tokens(tokenizer, values[kind])))
+            pieces.append((kind, _tokens(tokenizer, carried + values[kind])))
+            carried = ""
     extra = len(_wrap(tokenizer, [], special, causal))
     fixed = extra + reserve + sum(len(ids) for kind, ids in pieces if kind in ("text", "mask"))
     if fixed >= max_length:
