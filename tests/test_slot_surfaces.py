@@ -104,7 +104,7 @@ def test_cerm_eval_with_a_slot_judge(tiny_mlm: Path, tmp_path: Path) -> None:
     statuses = [c["status"] for c in records[1]["candidates"]]
     assert statuses == ["scored", "scored", "unscorable"]
     assert all(isinstance(c["score"], float) for c in records[0]["candidates"])
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = json.loads((out / "run.json").read_text())
     assert manifest["judge"]["backend"] == "hf-masked-lm"
     assert manifest["judge"]["config"]["readout"] == "probability"
     assert (out / "report.md").is_file()

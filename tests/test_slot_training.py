@@ -155,3 +155,5 @@ def test_slot_stage_in_the_train_command(tiny_mlm: Path, tmp_path: Path) -> None
     reader = MaskedSlotReader(trained.slot_model, template=trained.slot_template())
     assert SlotJudge(reader).score("What is 2+2?", ["4"])[0] is not None
     assert main(["train", "slot", "--config", str(path), "--set", "nonsense=1", "--dry-run"]) == 2
+    example = Path(__file__).resolve().parents[1] / "examples" / "train_slot.yaml"
+    assert main(["train", "slot", "--config", str(example), "--dry-run"]) == 0
