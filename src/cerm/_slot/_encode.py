@@ -107,7 +107,7 @@ def encode(
             if following == "mask" and space_before:
                 # The space before the slot belongs to the verbalizer word (see word_pieces), not to the text.
                 text = literal.rstrip()
-            elif values.get(following):
+            elif following is not None and values.get(following):
                 # A BPE tokenizer writes a word after a space as one token with the space ("Ġwhat"); a space left at
                 # the end of a literal would be a lone token the model never sees in running text.
                 text = literal.rstrip(" ")

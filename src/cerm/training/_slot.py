@@ -131,6 +131,7 @@ class SlotTrainResult:
     examples: int
     dropped: int
     nli_examples: int
+    nli_steps: int
     steps: int
     final_loss: float | None
     log_history: list[dict[str, Any]] = field(default_factory=list)
@@ -410,9 +411,11 @@ def run_slot_training(
         raise ConfigurationError(f"no training example is left: stage 1 failed for all {dropped}")
     reader = slot_reader_from_config(config.judge_config())
     nli = _nli(config)
+    nli_steps = 0
     if nli:
         logger.info("slot training: NLI pre-adaptation on %d rows", len(nli))
-        _train_stage(config, reader, nli, out / "nli-checkpoints", epochs=config.nli_epochs, max_steps=-1)
+        adapted = _train_stage(config, reader, nli, out / "nli-checkpoints", epochs=config.nli_epochs, max_steps=-1)
+        nli_steps = adapted.state.global_step
     trainer = _train_stage(
         config,
         reader,
@@ -437,6 +440,7 @@ def run_slot_training(
         "points": sum(1 for e in examples if e.kind == "point"),
         "dropped_failed_explanation": dropped,
         "nli_examples": len(nli),
+        "nli_steps": nli_steps,
         "steps": trainer.state.global_step,
         "final_loss": losses[-1] if losses else None,
     }
@@ -449,6 +453,7 @@ def run_slot_training(
         examples=len(examples),
         dropped=dropped,
         nli_examples=len(nli),
+        nli_steps=nli_steps,
         steps=trainer.state.global_step,
         final_loss=losses[-1] if losses else None,
         log_history=history,
