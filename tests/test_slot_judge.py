@@ -24,7 +24,7 @@ from cerm import (
     Status,
     slot_judge_from_config,
 )
-from cerm._slot._encode import SlotInput, encode
+from cerm._slot._encode import SlotInput, encode, special_tokens
 from cerm.backends import Backend, Completion, MockBackend, SamplingParams
 from cerm.protocol import PLAIN_SLOT_TEMPLATE, Conversation, SlotTemplate, Verbalizer, slot_reward
 
@@ -275,8 +275,10 @@ def test_causal_cloze_readout_on_the_demo_model(demo_backend: Backend) -> None:
     assert j.status is Status.SCORED
     assert j.provenance.backend == "hf-causal-lm"
     # By hand: the next-token distribution after the cloze prefix (the text up to the slot, its space left to the word).
-    prefix = "Question: What is 17 + 25?\nResponse: 42\nOverall, the response is"
-    ids = tok(prefix, add_special_tokens=True)["input_ids"]
+    # The segments are tokenized one by one (see cerm._slot._encode), a field's leading space kept with the field.
+    parts = ["Question:", " What is 17 + 25?", "\nResponse:", " 42", "\nOverall, the response is"]
+    lead, _ = special_tokens(tok)  # what the tokenizer puts first (a BOS, if any)
+    ids = lead + [t for part in parts for t in tok(part, add_special_tokens=False)["input_ids"]]
     with torch.no_grad():
         log_probs = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0, -1].float(), -1)
     assert j.slot is not None

@@ -206,7 +206,15 @@ def _label(value: Any, where: str) -> int:
 def _read_rows(path: str) -> list[dict[str, Any]]:
     from cerm._jsonl import iter_json_lines
 
-    return [dict(row) for _, row in iter_json_lines(Path(path))]
+    if not Path(path).is_file():
+        raise ConfigurationError(f"slot training data file not found: {path}")
+    rows = []
+    with open(path, encoding="utf-8") as handle:
+        for where, row in iter_json_lines(handle, path, ConfigurationError):
+            if not isinstance(row, dict):
+                raise ConfigurationError(f"{where}: expected a JSON object")
+            rows.append(row)
+    return rows
 
 
 def _pairs(config: SlotTrainConfig, given: Sequence[PreferencePair] | None) -> list[PreferencePair]:
