@@ -337,7 +337,7 @@ def slot_loss(reader: SlotReader, model: Any, rows: Sequence[Mapping[str, Any]])
 
 
 def _trainer_class(transformers: Any, reader: SlotReader) -> Any:
-    class SlotTrainer(transformers.Trainer):  # type: ignore[misc, name-defined]
+    class SlotTrainer(transformers.Trainer):  # type: ignore[misc]
         """The HF Trainer with the slot loss; everything else (loop, optimiser, checkpoints, resume) is its own."""
 
         def compute_loss(
