@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -75,3 +76,14 @@ def cli_env() -> dict[str, str]:
     env["TRANSFORMERS_OFFLINE"] = "1"
     env["PYTHONIOENCODING"] = "utf-8"
     return env
+
+
+@pytest.fixture(scope="session")
+def tiny_mlm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny real BertForMaskedLM and its WordPiece tokenizer, built offline once per session (see _slot_support)."""
+    for module in ("torch", "transformers", "tokenizers"):
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"the slot judge's tests need the hf extra ({module} is not installed)")
+    from _slot_support import build_tiny_mlm
+
+    return build_tiny_mlm(tmp_path_factory.mktemp("tiny-mlm"))

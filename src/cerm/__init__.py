@@ -1,7 +1,9 @@
 """cerm: CE-RM pointwise generative reward models.
 
 A CE-RM judge writes one set of evaluation criteria per query, then scores each response against those criteria
-(0-10), so N responses cost 1 + N generations and every response is judged by the same yardstick.
+(0-10), so N responses cost 1 + N generations and every response is judged by the same yardstick. The ESFP-RM
+:class:`SlotJudge` (an explanation, then a masked LM's verbalizer readout) is the second judge kind; both implement
+:class:`RewardJudge`, the interface every surface takes.
 
 >>> from cerm import Judge
 >>> judge = Judge("PKU-ONELab/CE-RM-4B")                      # doctest: +SKIP
@@ -14,6 +16,16 @@ from cerm._config import JudgeConfig
 from cerm._embedded import DEMO_MODEL, RECOMMENDED_MODEL
 from cerm._errors import BackendUnavailableError, CermError, ConfigurationError, ModelNotFoundError
 from cerm._judge import Judge, validate_item
+from cerm._reward_judge import RewardJudge
+from cerm._slot import (
+    BackendExplainer,
+    CausalSlotReader,
+    CermExplainer,
+    MaskedSlotReader,
+    SlotJudge,
+    SlotJudgeConfig,
+    slot_judge_from_config,
+)
 from cerm._ties import TieBreak
 from cerm._types import (
     BestOfN,
@@ -30,6 +42,7 @@ from cerm._types import (
     RankedResponse,
     ScoreReadout,
     ScoreSource,
+    SlotRecord,
     Status,
     TieBreakReport,
     Usage,
@@ -42,10 +55,13 @@ __all__ = [
     "DEMO_MODEL",
     "RECOMMENDED_MODEL",
     "Backend",
+    "BackendExplainer",
     "BackendUnavailableError",
     "BestOfN",
     "CandidateSamples",
+    "CausalSlotReader",
     "CermError",
+    "CermExplainer",
     "Chain",
     "Comparison",
     "Completion",
@@ -59,15 +75,20 @@ __all__ = [
     "Judge",
     "JudgeConfig",
     "Judgment",
+    "MaskedSlotReader",
     "MemoryCriteriaCache",
     "ModelNotFoundError",
     "OtherPoints",
     "Provenance",
     "RankedResponse",
+    "RewardJudge",
     "SQLiteCriteriaCache",
     "SamplingParams",
     "ScoreReadout",
     "ScoreSource",
+    "SlotJudge",
+    "SlotJudgeConfig",
+    "SlotRecord",
     "Status",
     "TieBreak",
     "TieBreakReport",
@@ -75,5 +96,6 @@ __all__ = [
     "Usage",
     "__version__",
     "create_backend",
+    "slot_judge_from_config",
     "validate_item",
 ]

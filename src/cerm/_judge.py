@@ -21,6 +21,13 @@ from typing import Any, Literal, TypeVar
 from cerm._cache import CriteriaCache, CriteriaCacheKey, SQLiteCriteriaCache
 from cerm._config import JudgeConfig
 from cerm._errors import ConfigurationError
+from cerm._reward_judge import OnInvalid, RewardJudge
+from cerm._reward_judge import best_of_n as _best_of_n
+from cerm._reward_judge import comparison as _comparison
+from cerm._reward_judge import ranking as _ranking
+from cerm._reward_judge import tied_best_of_n as _tied_best_of_n
+from cerm._reward_judge import tied_comparison as _tied_comparison
+from cerm._reward_judge import tied_ranking as _tied_ranking
 from cerm._ties import SampleKind, TieBreak, TieScope, decide_plan
 from cerm._types import (
     BestOfN,
@@ -47,7 +54,6 @@ from cerm.protocol import (
     criteria_conversation,
     evaluation_conversation,
     forced_readout_conversation,
-    pair_outcome,
     parse_criteria,
     parse_evaluation,
     read_boxed_score,
@@ -63,9 +69,6 @@ T = TypeVar("T")
 _SEAM_TOKENS = 8
 _OVERLONG_REASON = "the response does not fit in the model context (overlong='unscorable')"
 _EMPTY_REASON = "the response is empty (or only whitespace, control or invisible characters)"
-#: What :meth:`Judge.judge_batch` does with an invalid item: raise for the whole batch, or give that item's row
-#: ERROR judgments (reason "invalid input: ...") and judge the others.
-OnInvalid = Literal["raise", "error"]
 
 
 @dataclass(frozen=True)
@@ -196,8 +199,8 @@ def validate_item(query: object, responses: object) -> tuple[str, list[str]]:
     return _validate_query(query), _validate_responses(responses)
 
 
-class Judge:
-    """A CE-RM judge over any backend.
+class Judge(RewardJudge):
+    """A CE-RM judge over any backend (one kind of :class:`~cerm.RewardJudge`).
 
     >>> judge = Judge("demo")                                   # doctest: +SKIP
     >>> judge.score("What is 2+2?", ["4", "5"])                 # doctest: +SKIP
@@ -244,9 +247,36 @@ class Judge:
         self._backend_settings: dict[str, Any] = _json_ready(self._backend.describe())
         self._suffix_tokens: int | None = None  # tokens of the forced-readout prefix, counted on first use
 
+    kind = "ce-rm"
+
     @property
     def backend(self) -> Backend:
         return self._backend
+
+    @property
+    def model_id(self) -> str:
+        return self._backend.model_id
+
+    @property
+    def backend_name(self) -> str:
+        return self._backend.name
+
+    def uncached_queries(self, queries: Sequence[str]) -> list[str]:
+        """The queries whose criteria are not in the criteria cache yet (none without a cache, or when several
+        criteria sets are drawn per query: those are not shared that way)."""
+        if self.cache is None or self.config.criteria_sets != 1:
+            return []
+        params = dataclasses.replace(self.config.criteria_sampling(), n=1)
+        return [q for q in dict.fromkeys(queries) if self.cache.get(self._cache_key(q, 0, params)) is None]
+
+    def with_query_cache(self, size: int) -> Judge:
+        """This judge when it has a criteria cache; else a Judge on the same backend and config with a
+        :class:`~cerm.MemoryCriteriaCache` of ``size`` entries (the backend stays owned by this one)."""
+        if self.cache is not None or size <= 0:
+            return self
+        from cerm._cache import MemoryCriteriaCache
+
+        return Judge(self._backend, config=self.config, cache=MemoryCriteriaCache(size))
 
     def close(self) -> None:
         """Release the backend (and the criteria cache) if this Judge created it."""
@@ -1006,55 +1036,6 @@ class Judge:
             parts = [f"{count} of {len(chains)} chains {what}" for count, what in counts if count]
             unique_warnings += (f"{'; '.join(parts)}; mean over the rest",)
         return Judgment(index, Status.SCORED, mean, None, tuple(chains), provenance, unique_warnings, spread)
-
-
-def _comparison(a: Judgment, b: Judgment) -> Comparison:
-    # The protocol's pair rule (shared with the eval harness and the GRPO rewards); None when a side has no score.
-    winner = {"win": "a", "loss": "b", "tie": "tie"}.get(pair_outcome(a.score, b.score))
-    return Comparison(winner, a, b)
-
-
-def _ranking(responses: Sequence[str], judgments: Sequence[Judgment]) -> list[RankedResponse]:
-    ranked = [RankedResponse(j.response_index, responses[j.response_index], j) for j in judgments]
-    # Python's sort is stable: equal scores keep input order; UNSCORABLE (None) sort after every score.
-    return sorted(ranked, key=lambda r: (r.score is None, -(r.score or 0.0)))
-
-
-def _best_of_n(candidates: Sequence[str], judgments: list[Judgment]) -> BestOfN:
-    ranking = _ranking(candidates, judgments)
-    top = ranking[0] if ranking and ranking[0].score is not None else None
-    return BestOfN(
-        best_index=None if top is None else top.index,
-        best=None if top is None else top.response,
-        judgments=tuple(judgments),
-        ranking=tuple(ranking),
-    )
-
-
-def _tied_comparison(judgments: list[Judgment], report: TieBreakReport) -> Comparison:
-    a, b = judgments
-    if a.score is None or b.score is None:
-        return Comparison(None, a, b, report)
-    ka, kb = report.candidates[0], report.candidates[1]
-    if ka.contending and kb.contending and ka.key is not None and kb.key is not None and abs(ka.key - kb.key) < 1e-9:
-        return Comparison("tie", a, b, report)
-    return Comparison("a" if report.order[0] == 0 else "b", a, b, report)
-
-
-def _tied_ranking(responses: Sequence[str], judgments: list[Judgment], report: TieBreakReport) -> list[RankedResponse]:
-    return [RankedResponse(i, responses[i], judgments[i], report) for i in report.order]
-
-
-def _tied_best_of_n(candidates: Sequence[str], judgments: list[Judgment], report: TieBreakReport) -> BestOfN:
-    ranking = _tied_ranking(candidates, judgments, report)
-    top = ranking[0] if ranking and ranking[0].score is not None else None
-    return BestOfN(
-        best_index=None if top is None else top.index,
-        best=None if top is None else top.response,
-        judgments=tuple(judgments),
-        ranking=tuple(ranking),
-        tie_break=report,
-    )
 
 
 def _advance(plan: _Plan[T], sent: list[list[Completion]] | None) -> tuple[bool, Any]:

@@ -200,6 +200,40 @@ class Chain:
     failed: bool = False
 
 
+#: Where a slot judgment's explanation came from: a stage-1 generation from a backend, CE-RM's own evaluation text,
+#: none (the template has no explanation), or a caller-supplied explanation (training, cached explanations).
+ExplanationSource = Literal["backend", "ce-rm", "none", "given"]
+
+
+@dataclass(frozen=True)
+class SlotRecord:
+    """What an ESFP-RM slot judgment read (see :class:`cerm.SlotJudge`).
+
+    ``explanation`` is the stage-1 text the slot model saw (None when the template has none, or when stage 1 failed).
+    ``log_p_positive`` / ``log_p_negative`` are the slot model's log-probabilities of the verbalizer classes at the
+    slot (a class is the log-sum-exp of its words; ``word_log_probs`` lists each word's own), None when stage 2 did
+    not run. ``readout`` is how the score was read from them. ``truncated`` is True when the slot input was shortened
+    to fit the slot model (the judgment's warnings say what was cut). ``ce_rm_score`` is the CE-RM judge's score when
+    its evaluation served as the explanation (never used as the slot judgment's score).
+    """
+
+    explanation: str | None
+    explanation_source: ExplanationSource
+    readout: str
+    log_p_positive: float | None = None
+    log_p_negative: float | None = None
+    word_log_probs: tuple[tuple[str, float], ...] = ()
+    truncated: bool = False
+    ce_rm_score: float | None = None
+
+    @property
+    def margin(self) -> float | None:
+        """``log p(positive) - log p(negative)``, or None when stage 2 did not run."""
+        if self.log_p_positive is None or self.log_p_negative is None:
+            return None
+        return self.log_p_positive - self.log_p_negative
+
+
 @dataclass(frozen=True)
 class Judgment:
     """The verdict on one response.
@@ -218,6 +252,8 @@ class Judgment:
     provenance: Provenance
     warnings: tuple[str, ...] = ()
     spread: float | None = None
+    #: The slot readout behind an ESFP-RM slot judgment (None for CE-RM judgments, which carry ``chains``).
+    slot: SlotRecord | None = None
 
     @property
     def scorable(self) -> bool:

@@ -19,6 +19,7 @@ from cerm._config import JudgeConfig
 from cerm._errors import ConfigurationError
 from cerm._jsonl import iter_json_lines
 from cerm._judge import Judge
+from cerm._reward_judge import RewardJudge
 from cerm._ties import TieBreak, check_sampling
 from cerm._types import Judgment, TieBreakReport
 from cerm.backends import backend_class
@@ -64,6 +65,13 @@ def add_judge_options(
     )
     group.add_argument(
         "--criteria-cache", metavar="FILE", default=None, help="SQLite criteria cache file (reused across runs)"
+    )
+    group.add_argument(
+        "--slot-judge",
+        metavar="YAML",
+        default=None,
+        help="judge with an ESFP-RM slot judge described by this YAML file (cerm.SlotJudgeConfig fields; see the "
+        "README) instead of the CE-RM judge; its explanation model is --model/--backend",
     )
     renamed = dict(flags or {})
     hints = typing.get_type_hints(config_class)
@@ -188,12 +196,25 @@ def config_from_args(args: argparse.Namespace) -> JudgeConfig:
     return config_class(**values)
 
 
-def judge_from_args(args: argparse.Namespace) -> Judge:
+def judge_from_args(args: argparse.Namespace) -> RewardJudge:
+    """The judge the options describe: CE-RM's :class:`~cerm.Judge`, or with ``--slot-judge`` a
+    :class:`~cerm.SlotJudge` whose explanations come from the ``--model``/``--backend`` judge options."""
     config = config_from_args(args)  # validate settings before the (slow) model load
     cache = getattr(args, "criteria_cache", None)
     settings = _parse_backend_args(args.backend_arg)
     _check_backend_settings(args.backend, settings)
-    return Judge(args.model, backend=args.backend, config=config, cache=cache, **settings)
+    slot_file = getattr(args, "slot_judge", None)
+    if slot_file is None:
+        return Judge(args.model, backend=args.backend, config=config, cache=cache, **settings)
+    from cerm._slot import SlotJudgeConfig, slot_judge_from_config
+
+    try:
+        slot_config = SlotJudgeConfig.from_yaml(slot_file)
+    except (OSError, ValueError, TypeError) as exc:
+        raise InputError(f"--slot-judge {slot_file}: {exc}") from exc
+    return slot_judge_from_config(
+        slot_config, model=args.model, backend=args.backend, judge_config=config, cache=cache, **settings
+    )
 
 
 def _check_backend_settings(name: str, settings: Mapping[str, Any]) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from cerm._judge import _best_of_n, _tied_best_of_n
+from cerm._reward_judge import best_of_n as _best_of_n
+from cerm._reward_judge import tied_best_of_n as _tied_best_of_n
 from cerm._types import Judgment, TieBreakReport
 from cerm.cli import InputError
 from cerm.cli._common import (

@@ -189,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
         url = f"http://{args.host}:{args.port}/get_reward"
         logger.info(
             "cerm reward server for %s on %s (%s)",
-            judge.backend.model_id,
+            judge.model_id,
             url,
             "bearer token required" if api_key else "no API key",
         )

@@ -1,4 +1,4 @@
-"""``cerm train curate | teach | sft | grpo | pipeline``: the training stages from a YAML config plus overrides.
+"""``cerm train curate | teach | sft | grpo | slot | pipeline``: the training stages from a YAML config plus overrides.
 
 A config file holds one section per stage (``curate:``, ``teach:``, ``sft:``, ``grpo:``); a file without any of those
 keys is the settings of the one stage named on the command line. ``pipeline`` runs every stage the file has, in
@@ -16,7 +16,9 @@ from typing import Any
 
 from cerm.cli import EXIT_OK, InputError
 
-STAGES = ("curate", "teach", "sft", "grpo")
+STAGES = ("curate", "teach", "sft", "grpo", "slot")
+#: The stages ``pipeline`` runs in order (the slot model is trained on its own: ``cerm train slot``).
+PIPELINE = ("curate", "teach", "sft", "grpo")
 
 EPILOG = """\
 examples:
@@ -24,13 +26,14 @@ examples:
   cerm train pipeline --config examples/train_demo_judge.yaml          # teach, then sft
   cerm train sft --config my.yaml --learning-rate 2e-5 --finetuning qlora
   cerm train grpo --config examples/train_grpo_demo.yaml --max-steps 4
+  cerm train slot --config examples/train_slot.yaml --max-steps 20       # ESFP-RM slot model
 """
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "train",
-        help="train a judge: curate, teach, sft, grpo (or pipeline: every stage of the config)",
+        help="train a judge: curate, teach, sft, grpo, slot (or pipeline: every stage of the config)",
         description="Run a training stage from a YAML config file, with overrides.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -142,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
         overrides.append((key.strip(), _value(raw)))
     overrides.extend(parse_flag_overrides(getattr(args, "extra_flags", [])))
     sections = load_sections(args.config, args.stage, overrides)
-    stages = [s for s in STAGES if s in sections] if args.stage == "pipeline" else [args.stage]
+    stages = [s for s in PIPELINE if s in sections] if args.stage == "pipeline" else [args.stage]
     if args.stage != "pipeline" and args.stage not in sections:
         raise InputError(f"{args.config} has no {args.stage!r} section")
     configs = [(stage, stage_config(stage, sections[stage])) for stage in stages]  # all validated before any runs

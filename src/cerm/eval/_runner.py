@@ -38,7 +38,7 @@ from typing import Any
 
 from cerm._config import JudgeConfig
 from cerm._errors import ConfigurationError
-from cerm._judge import Judge
+from cerm._reward_judge import RewardJudge
 from cerm._ties import TieBreak
 from cerm._types import Judgment, TieBreakReport
 from cerm.eval._data import DataError, EvalItem
@@ -77,12 +77,13 @@ def items_fingerprint(items: Sequence[EvalItem]) -> str:
     return digest.hexdigest()
 
 
-def _judge_settings(judge: Judge) -> dict[str, Any]:
+def _judge_settings(judge: RewardJudge) -> dict[str, Any]:
+    described = judge.describe()
     return {
-        "model": judge.backend.model_id,
-        "backend": judge.backend.name,
-        "config": dataclasses.asdict(judge.config),
-        "backend_settings": _plain(judge.backend.describe()),
+        "model": judge.model_id,
+        "backend": judge.backend_name,
+        "config": _plain(described["config"]),
+        "backend_settings": _plain(described["backend"]),
     }
 
 
@@ -239,7 +240,7 @@ def _check_manifest(path: Path, manifest: Mapping[str, Any]) -> None:
 
 
 def evaluate(
-    judge: Judge,
+    judge: RewardJudge,
     items: Sequence[EvalItem],
     out_dir: str | os.PathLike[str],
     *,
@@ -260,7 +261,7 @@ def evaluate(
     """Judge every item (all candidates of an item under one criteria set), write results as it goes, then the report.
 
     Args:
-        judge: any :class:`cerm.Judge`; items go through :meth:`~cerm.Judge.judge_batch`, ``batch_size`` at a time.
+        judge: any cerm judge (:class:`cerm.RewardJudge`); items go through ``judge_batch``, ``batch_size`` at a time.
         items: from :func:`cerm.eval.load_items`.
         out_dir: output folder; rerunning into it resumes (see the module docs).
         data_name: how the data is named in the report and the manifest (default: the benchmark, else "custom").

@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from cerm._judge import Judge
+from cerm._reward_judge import RewardJudge
 from cerm._ties import TieBreak
 from cerm._types import Judgment
 from cerm.integrations._common import Grouping, Outcome
@@ -66,7 +66,12 @@ class MicroBatcher:
     """
 
     def __init__(
-        self, judge: Judge, *, max_batch_items: int = 256, max_wait_s: float = 0.01, tie_break: TieBreak | None = None
+        self,
+        judge: RewardJudge,
+        *,
+        max_batch_items: int = 256,
+        max_wait_s: float = 0.01,
+        tie_break: TieBreak | None = None,
     ) -> None:
         if max_batch_items < 1:
             raise ValueError(f"max_batch_items must be >= 1, got {max_batch_items}")

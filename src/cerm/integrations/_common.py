@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cerm._errors import ConfigurationError
+from cerm._reward_judge import RewardJudge
 from cerm._types import Judgment, Status
 
 logger = logging.getLogger("cerm")
@@ -105,6 +107,18 @@ def as_scale(scale: Scale | tuple[float, float] | None) -> Scale | None:
     if isinstance(scale, tuple | list) and len(scale) == 2:
         return Scale(float(scale[0]), float(scale[1]))
     raise TypeError(f"scale must be (low, high) or None, got {scale!r}")
+
+
+def judge_scale(judge: RewardJudge, scale: Scale | tuple[float, float] | None) -> Scale | None:
+    """``scale`` as a :class:`Scale` for this judge: a scale maps the 0-10 score range, so a judge whose scores lie
+    elsewhere (an unbounded log-odds readout) refuses one rather than producing rewards outside ``[low, high]``."""
+    checked = as_scale(scale)
+    if checked is not None and judge.score_range != (SCORE_MIN, SCORE_MAX):
+        raise ConfigurationError(
+            f"a reward scale maps scores in [{SCORE_MIN:g}, {SCORE_MAX:g}]; this {judge.kind} judge's scores lie in "
+            f"{judge.score_range or '(-inf, inf)'}: pass scale=None"
+        )
+    return checked
 
 
 def scaled(score: float | None, scale: Scale | None) -> float | None:

@@ -67,16 +67,16 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from cerm._cache import MemoryCriteriaCache
 from cerm._errors import BackendUnavailableError
-from cerm._judge import Judge, validate_item
+from cerm._judge import validate_item
+from cerm._reward_judge import RewardJudge, require_reward_judge
 from cerm._ties import TieBreak
 from cerm._types import Judgment
 from cerm.integrations._batching import MicroBatcher, Pair
 from cerm.integrations._common import (
     Outcome,
     Scale,
-    as_scale,
+    judge_scale,
     outcome_reason,
     outcome_score,
     outcome_status,
@@ -247,7 +247,7 @@ def _import_fastapi() -> Any:
 
 
 def create_app(
-    judge: Judge,
+    judge: RewardJudge,
     *,
     unscorable_reward: float,
     scale: Scale | tuple[float, float] | None = None,
@@ -308,10 +308,10 @@ def create_app(
     if query_field is not None and (not query_field or query_field in ("query", "prompts")):
         raise ValueError(f"query_field must name a request field other than 'query' and 'prompts', got {query_field!r}")
     end_markers = tuple(end_markers)
-    reward_scale = as_scale(scale)
-    if judge.cache is None and criteria_cache_size:
-        # The caller's judge stays as it is: the server judges through a Judge on the same backend and config.
-        judge = Judge(judge.backend, config=judge.config, cache=MemoryCriteriaCache(criteria_cache_size))
+    require_reward_judge(judge)
+    reward_scale = judge_scale(judge, scale)
+    # The caller's judge stays as it is: the server judges through one like it that caches its per-query work.
+    judge = judge.with_query_cache(criteria_cache_size)
     batcher = MicroBatcher(judge, max_batch_items=max_batch_items, max_wait_s=max_wait_ms / 1000.0, tie_break=tie_break)
     expected_auth = None if api_key is None else f"Bearer {api_key}".encode()
 
@@ -495,8 +495,9 @@ def create_app(
         cache = judge.cache
         return {
             "status": "ok",
-            "model": judge.backend.model_id,
-            "backend": judge.backend.name,
+            "kind": judge.kind,
+            "model": judge.model_id,
+            "backend": judge.backend_name,
             "batches": stats.batches,
             "items": stats.items,
             "requests": stats.requests,

@@ -11,7 +11,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 
-from cerm._judge import Judge, _best_of_n, _tied_best_of_n
+from cerm._reward_judge import RewardJudge
+from cerm._reward_judge import best_of_n as _best_of_n
+from cerm._reward_judge import tied_best_of_n as _tied_best_of_n
 from cerm._ties import TieBreak
 from cerm._types import BestOfN
 from cerm.backends._base import Backend, SamplingParams
@@ -77,7 +79,7 @@ def sample_candidates(
 def best_of_n(
     policy: Policy,
     prompt: PromptLike,
-    judge: Judge,
+    judge: RewardJudge,
     *,
     n: int = 4,
     sampling: SamplingParams | None = None,
@@ -105,7 +107,7 @@ def best_of_n(
 def best_of_n_batch(
     policy: Policy,
     prompts: Sequence[PromptLike],
-    judge: Judge,
+    judge: RewardJudge,
     *,
     n: int = 4,
     sampling: SamplingParams | None = None,
@@ -121,7 +123,7 @@ def best_of_n_batch(
 async def abest_of_n(
     policy: Policy,
     prompt: PromptLike,
-    judge: Judge,
+    judge: RewardJudge,
     *,
     n: int = 4,
     sampling: SamplingParams | None = None,
@@ -141,7 +143,7 @@ async def abest_of_n(
 
 
 def rerank(
-    judge: Judge, items: Sequence[tuple[str, Sequence[str]]], *, tie_break: TieBreak | None = None
+    judge: RewardJudge, items: Sequence[tuple[str, Sequence[str]]], *, tie_break: TieBreak | None = None
 ) -> list[BestOfN]:
     """Rerank candidate lists you already have: ``items`` are ``(query, candidates)`` pairs, judged in ONE
     ``judge_batch`` (one criteria set per query). Returns one :class:`~cerm.BestOfN` per item, in order. With

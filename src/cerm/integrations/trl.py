@@ -28,7 +28,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from cerm._judge import Judge
+from cerm._reward_judge import RewardJudge, require_reward_judge
 from cerm._ties import TieBreak
 from cerm._types import Judgment, TieBreakReport
 from cerm.integrations._common import (
@@ -37,10 +37,10 @@ from cerm.integrations._common import (
     QueryFn,
     ResponseFn,
     Scale,
-    as_scale,
     default_query,
     default_response,
     derive_query,
+    judge_scale,
     outcome_reason,
     outcome_score,
     scaled,
@@ -54,7 +54,7 @@ __all__ = ["AsyncCermRewardFunc", "CermRewardFunc"]
 class _RewardFuncBase:
     def __init__(
         self,
-        judge: Judge,
+        judge: RewardJudge,
         *,
         scale: Scale | tuple[float, float] | None = None,
         query_fn: QueryFn | None = None,
@@ -63,13 +63,12 @@ class _RewardFuncBase:
         log: bool = True,
         tie_break: TieBreak | None = None,
     ) -> None:
-        if not isinstance(judge, Judge):
-            raise TypeError(f"judge must be a cerm.Judge, got {type(judge).__name__}")
+        require_reward_judge(judge)
         if tie_break is not None and not isinstance(tie_break, TieBreak):
             raise TypeError(f"tie_break must be a cerm.TieBreak or None, got {type(tie_break).__name__}")
         self.tie_break = tie_break
         self.judge = judge
-        self.scale = as_scale(scale)
+        self.scale = judge_scale(judge, scale)
         self.query_fn = query_fn or default_query
         self.response_fn = response_fn or default_response
         # TRL names the reward's logged metrics after ``__name__`` (rewards/<name>/mean, .../std).
@@ -152,7 +151,8 @@ class _RewardFuncBase:
 
 
 class CermRewardFunc(_RewardFuncBase):
-    """A synchronous TRL reward function backed by a CE-RM :class:`~cerm.Judge`.
+    """A synchronous TRL reward function backed by any cerm judge (a :class:`~cerm.RewardJudge`: the CE-RM
+    :class:`~cerm.Judge` or the ESFP-RM :class:`~cerm.SlotJudge`).
 
     All completions of one call are judged with ONE :meth:`~cerm.Judge.judge_batch`: completions are grouped by their
     query, so the G completions of a prompt share one criteria set (1 + G generations per prompt, and every criteria

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import hashlib
 import logging
 import os
@@ -50,6 +49,7 @@ from typing import Any
 from cerm._cache import SQLiteCriteriaCache
 from cerm._config import JudgeConfig
 from cerm._judge import Judge
+from cerm._reward_judge import RewardJudge
 from cerm._types import Judgment
 from cerm.integrations._common import (
     Grouping,
@@ -57,6 +57,7 @@ from cerm.integrations._common import (
     Scale,
     as_scale,
     default_query,
+    judge_scale,
     outcome_reason,
     outcome_score,
     scaled,
@@ -152,7 +153,7 @@ class VerlReward:
 
     def __init__(
         self,
-        judge: Judge | Callable[[], Judge],
+        judge: RewardJudge | Callable[[], RewardJudge],
         *,
         unscorable_score: float,
         scale: Scale | tuple[float, float] | None = None,
@@ -164,23 +165,24 @@ class VerlReward:
     ) -> None:
         if isinstance(unscorable_score, bool) or not isinstance(unscorable_score, int | float):
             raise TypeError("unscorable_score must be a number: the reward veRL gets for an UNSCORABLE response")
-        if not isinstance(judge, Judge) and not callable(judge):
-            raise TypeError("judge must be a cerm.Judge or a zero-argument callable returning one")
-        self._judge = judge if isinstance(judge, Judge) else None
-        self._factory = None if isinstance(judge, Judge) else judge
+        if not isinstance(judge, RewardJudge) and not callable(judge):
+            raise TypeError("judge must be a cerm judge (cerm.Judge, cerm.SlotJudge) or a zero-argument callable")
+        self._judge = judge if isinstance(judge, RewardJudge) else None
+        self._factory = None if isinstance(judge, RewardJudge) else judge
         self._lock = threading.Lock()
         self.unscorable_score = float(unscorable_score)
         if error_score is not None and (isinstance(error_score, bool) or not isinstance(error_score, int | float)):
             raise TypeError("error_score must be a number or None (None: raise when the judge's generation fails)")
         self.error_score = None if error_score is None else float(error_score)
-        self.scale = as_scale(scale)
+        # Checked against the judge's score range when the judge is known (now, or when the factory builds it).
+        self.scale = as_scale(scale) if self._judge is None else judge_scale(self._judge, scale)
         self.query_keys = tuple(query_keys)
         self.query_fn = query_fn
         self.return_dict = return_dict
         self.__name__ = name
         self._configured = False
         self._prompt_locks: dict[str, threading.Lock] = {}
-        self._judges: dict[JudgeSettings, Judge] = {}
+        self._judges: dict[JudgeSettings, RewardJudge] = {}
         self._judge_config: JudgeConfig | None = None
         self._default_model = "demo"
         self._environ: Mapping[str, str] | None = None
@@ -206,7 +208,7 @@ class VerlReward:
         reward._configured = True
         return reward
 
-    def judge_for(self, call_kwargs: Mapping[str, Any]) -> Judge:
+    def judge_for(self, call_kwargs: Mapping[str, Any]) -> RewardJudge:
         """The judge for a call with these keyword arguments (always :attr:`judge` unless built by
         :meth:`configured`)."""
         if not self._configured:
@@ -224,14 +226,15 @@ class VerlReward:
         return judge
 
     @property
-    def judge(self) -> Judge:
+    def judge(self) -> RewardJudge:
         if self._judge is None:
             with self._lock:
                 if self._judge is None:
                     assert self._factory is not None
                     built = self._factory()
-                    if not isinstance(built, Judge):
-                        raise TypeError(f"the judge factory returned {type(built).__name__}, not a cerm.Judge")
+                    if not isinstance(built, RewardJudge):
+                        raise TypeError(f"the judge factory returned {type(built).__name__}, not a cerm judge")
+                    judge_scale(built, self.scale)
                     self._judge = built
         return self._judge
 
@@ -297,7 +300,7 @@ class VerlReward:
         return self._results(grouping.scatter(results))
 
     # -- one criteria set per prompt, however many responses of it are scored at once ------------------------------
-    def _judge_once_per_prompt(self, judge: Judge, items: list[tuple[str, list[str]]]) -> list[list[Judgment]]:
+    def _judge_once_per_prompt(self, judge: RewardJudge, items: list[tuple[str, list[str]]]) -> list[list[Judgment]]:
         """``judge.judge_batch(items)``, except that while a query's criteria are not in the judge's criteria cache,
         only one call at a time (in this process, and across processes sharing a SQLite cache file) judges it: the
         first generates and stores the criteria; the others, scoring other responses of that prompt at the same
@@ -314,15 +317,11 @@ class VerlReward:
         return judge.judge_batch(items)  # another call wrote them while this one waited: judged without the lock
 
     @staticmethod
-    def _uncached(judge: Judge, items: list[tuple[str, list[str]]]) -> list[str]:
-        if judge.cache is None or judge.config.criteria_sets != 1:
-            return []
-        params = dataclasses.replace(judge.config.criteria_sampling(), n=1)
-        queries = dict.fromkeys(query for query, _ in items)
-        return [q for q in queries if judge.cache.get(judge._cache_key(q, 0, params)) is None]
+    def _uncached(judge: RewardJudge, items: list[tuple[str, list[str]]]) -> list[str]:
+        return judge.uncached_queries([query for query, _ in items])
 
     @contextlib.contextmanager
-    def _prompt_lock(self, judge: Judge, query: str) -> Any:
+    def _prompt_lock(self, judge: RewardJudge, query: str) -> Any:
         with self._lock:
             lock = self._prompt_locks.setdefault(query, threading.Lock())
         with lock, _file_lock(judge.cache, query):

@@ -26,6 +26,7 @@ from cerm.training._open_ended import open_ended_pairs
 from cerm.training._pairs import PairError, PreferencePair, read_pairs, write_pairs
 from cerm.training._programmatic import ProgrammaticTeacher
 from cerm.training._sft import SFTConfig, SFTResult
+from cerm.training._slot import SlotTrainConfig, SlotTrainResult, run_slot_training
 from cerm.training._teach import (
     DraftVerdict,
     JudgeTeacher,
@@ -54,6 +55,8 @@ __all__ = [
     "ProgrammaticTeacher",
     "SFTConfig",
     "SFTResult",
+    "SlotTrainConfig",
+    "SlotTrainResult",
     "TeachConfig",
     "Teacher",
     "TeacherDraft",
@@ -68,6 +71,7 @@ __all__ = [
     "read_manifest",
     "read_pairs",
     "read_trajectories",
+    "run_slot_training",
     "split_of",
     "teach",
     "teach_pairs",

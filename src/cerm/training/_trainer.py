@@ -16,7 +16,7 @@ from cerm._errors import ConfigurationError
 
 logger = logging.getLogger("cerm")
 
-STAGES = ("curate", "teach", "sft", "grpo")
+STAGES = ("curate", "teach", "sft", "grpo", "slot")
 
 
 def _stage_module(name: str) -> Any:
@@ -39,6 +39,10 @@ def stage_config(stage: str, values: Mapping[str, Any]) -> Any:
         from cerm.training._grpo import GRPOConfig
 
         return GRPOConfig.from_dict(values)
+    if stage == "slot":
+        from cerm.training._slot import SlotTrainConfig
+
+        return SlotTrainConfig.from_dict(values)
     module, name = {"curate": ("_curate", "CurateConfig"), "teach": ("_teach", "TeachConfig")}[stage]
     cls = getattr(_stage_module(module), name)
     known = set(getattr(cls, "__dataclass_fields__", {}))
@@ -96,8 +100,17 @@ class Trainer:
             config = GRPOConfig.from_dict(config)
         return run_grpo(config, pairs, callbacks=callbacks)
 
+    def slot(self, config: Any, pairs: Sequence[Any] | None = None, *, callbacks: Sequence[Any] = ()) -> Any:
+        """Train an ESFP-RM slot model on the HF Trainer (``cerm.training.SlotTrainConfig``): Bradley-Terry on
+        preference pairs, cross-entropy on pointwise labels; ``pairs`` replaces the config's pair data."""
+        from cerm.training._slot import SlotTrainConfig, run_slot_training
+
+        if isinstance(config, Mapping):
+            config = SlotTrainConfig.from_dict(config)
+        return run_slot_training(config, pairs, callbacks=callbacks)
+
     def run(self, stage: str, config: Any) -> Any:
-        """Run one stage by name (``"curate"``, ``"teach"``, ``"sft"`` or ``"grpo"``)."""
+        """Run one stage by name (``"curate"``, ``"teach"``, ``"sft"``, ``"grpo"`` or ``"slot"``)."""
         if stage not in STAGES:
             raise ConfigurationError(f"unknown training stage {stage!r}; choose one of {list(STAGES)}")
         method: Any = getattr(self, stage)
