@@ -73,7 +73,7 @@ def cerm_eval_throughput(pairs: list[PreferencePair], n: int, tokens: int) -> di
     from cerm import Judge, JudgeConfig
     from cerm.backends.hf import HFBackend
 
-    backend = HFBackend("demo", device="cpu")
+    backend = HFBackend("demo-base", device="cpu")
     judge = Judge(backend, config=JudgeConfig(criteria_max_new_tokens=tokens, evaluation_max_new_tokens=tokens))
     query = pairs[0].prompt
     criteria = judge.criteria(query)
@@ -153,7 +153,7 @@ def main() -> None:
         results["slot_throughput"] = slot_throughput(trained, heldout, args.n)
         print("slot throughput", results["slot_throughput"], flush=True)
     if not args.no_causal:
-        causal = SlotJudge(CausalSlotReader("demo", template=template))
+        causal = SlotJudge(CausalSlotReader("demo-base", template=template))
         results["causal_slot"] = accuracy(causal, heldout)
         print("causal slot", results["causal_slot"], flush=True)
     results["cerm_evaluation_throughput"] = cerm_eval_throughput(heldout, args.eval_n, args.eval_tokens)
