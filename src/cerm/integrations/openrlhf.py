@@ -505,6 +505,8 @@ def create_app(
             "criteria_cache": None
             if cache is None
             else {"entries": len(cache), "hits": cache.hits, "misses": cache.misses},
+            # An endpoint pool's live per-server counters (None for a backend without a pool).
+            "endpoints": judge.backend.describe().get("endpoints"),
         }
 
     # FastAPI reads parameter annotations to decide what to inject; this module postpones annotations (they are
