@@ -28,6 +28,7 @@ def main() -> int:
     parser.add_argument("urls", nargs="+", metavar="URL", help="the servers' API roots, e.g. http://host:8000/v1")
     parser.add_argument("--model", default="PKU-ONELab/CE-RM-4B", help="the served model name")
     parser.add_argument("--max-new-tokens", type=int, default=1024)
+    parser.add_argument("--per-server", type=int, default=16, help="requests in flight on each server (llama.cpp: 1)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
@@ -35,18 +36,14 @@ def main() -> int:
         args.model,
         base_urls=args.urls,
         max_concurrency=64,  # for the whole pool
-        endpoint_max_concurrency=16,  # for each server
+        endpoint_max_concurrency=args.per_server,  # for each server
         max_attempts=4,  # a failed attempt is retried on another server when one is in service
         eject_after=3,  # three failures in a row take a server out ...
         eject_backoff=1.0,  # ... for 1 s, then 2 s, 4 s ... (at most 60 s) while it keeps failing
         timeout=300,
     )
     config = JudgeConfig(criteria_max_new_tokens=args.max_new_tokens, evaluation_max_new_tokens=args.max_new_tokens)
-    items = [
-        ("What is the capital of France?", ["Paris is the capital of France.", "Berlin.", "Paris."]),
-        ("Name a primary colour.", ["Red.", "Banana."]),
-        ("What is 2+2?", ["4", "5", "Four."]),
-    ]
+    items = [("What is the capital of France?", ["Paris.", "Berlin."]), ("What is 2+2?", ["4", "5"])]
     with backend, Judge(backend, config=config) as judge:
         for (query, _), judgments in zip(items, judge.judge_batch(items), strict=True):
             verdicts = [f"{j.score:g}" if j.score is not None else j.status.value.upper() for j in judgments]

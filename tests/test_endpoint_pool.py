@@ -217,11 +217,13 @@ def test_retry_goes_to_another_server_at_once() -> None:
         assert [s.seen[0].action for s in pool] == ["503", "ok"]
 
 
-def _kill_mid_run(live_urls: list[str], config: JudgeConfig, pairs: list[tuple[str, list[str]]]) -> Any:
+def _kill_mid_run(
+    live_urls: list[str], config: JudgeConfig, pairs: list[tuple[str, list[str]]], **settings: Any
+) -> Any:
     """Judge ``pairs`` on the live servers plus a doomed one that is SIGKILLed once it holds a request."""
     with doomed_server() as doomed:
         backend = OpenAIBackend(
-            "demo", base_urls=[*live_urls, doomed.base_url], affinity=False, **{**FAST, "max_attempts": 4}
+            "demo", base_urls=[*live_urls, doomed.base_url], affinity=False, **{**FAST, "max_attempts": 4, **settings}
         )
         with Judge(backend, config=config) as judge, ThreadPoolExecutor(1) as runner:
             future = runner.submit(judge.judge_batch, pairs)
@@ -280,22 +282,25 @@ def llama_urls() -> Iterator[list[str]]:
 
 
 TINY = JudgeConfig(criteria_max_new_tokens=12, evaluation_max_new_tokens=8)
-LLAMA_PAIRS = [("Name a colour.", ["Red.", "Blue is a colour.", "Seven."]), ("What is 2+2?", ["4", "5"])]
+LLAMA_PAIRS = [("Name a colour.", ["Red.", "Seven."]), ("What is 2+2?", ["4"])]
+# llama.cpp's server decodes one request at a time: one in flight per server, so the timeout bounds a generation,
+# not the time a request waits in the server's queue (the machine running the tests may be busy).
+LLAMA = {"timeout": 600.0, "endpoint_max_concurrency": 1}
 
 
 @pytest.mark.model
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(3600)
 def test_two_llama_cpp_servers_agree_with_one_and_survive_a_killed_peer(llama_urls: list[str]) -> None:
     """Greedy decoding on the same GGUF: a pool of two llama.cpp servers gives the judgments of one server, and so does
     the pool with a third server that dies mid-run (its requests are retried on the llama.cpp servers)."""
-    with Judge(OpenAIBackend("demo", base_url=llama_urls[0], timeout=300), config=TINY) as judge:
+    with Judge(OpenAIBackend("demo", base_urls=llama_urls[:1], **LLAMA), config=TINY) as judge:
         expected = judge.judge_batch(LLAMA_PAIRS)
-    backend = OpenAIBackend("demo", base_urls=llama_urls, timeout=300, affinity=False)
+    backend = OpenAIBackend("demo", base_urls=llama_urls, affinity=False, **LLAMA)
     with Judge(backend, config=TINY) as judge:
         pooled = judge.judge_batch(LLAMA_PAIRS)
     assert [s.successes > 0 for s in backend.endpoint_stats()] == [True, True]
     assert _outcome(pooled) == _outcome(expected)
-    survived = _kill_mid_run(llama_urls, TINY, LLAMA_PAIRS)
+    survived = _kill_mid_run(llama_urls, TINY, LLAMA_PAIRS, **LLAMA)
     assert _outcome(survived) == _outcome(expected)
     assert not any(j.status is Status.ERROR for js in survived for j in js)
 
@@ -366,19 +371,17 @@ def test_threads_share_one_pool() -> None:
 
 
 @pytest.mark.model
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(3600)
 def test_endpoint_pool_example_against_two_llama_cpp_servers(llama_urls: list[str]) -> None:
     from test_example_openai import run_example
 
-    done = run_example("endpoint_pool.py", *llama_urls, "--model", "demo", "--max-new-tokens", "12")
+    done = run_example(
+        "endpoint_pool.py", *llama_urls, "--model", "demo", "--max-new-tokens", "12", "--per-server", "1", timeout=3000
+    )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert [line.split(" -> ")[0] for line in lines[:3]] == [
-        "What is the capital of France?",
-        "Name a primary colour.",
-        "What is 2+2?",
-    ]
+    assert [line.split(" -> ")[0] for line in lines[:2]] == ["What is the capital of France?", "What is 2+2?"]
     assert "ERROR" not in done.stdout  # every request was answered
     endpoint_lines = [line for line in lines if line.startswith("endpoint ")]
     assert [line.split(":", 1)[0] for line in endpoint_lines] == [f"endpoint {u}" for u in llama_urls]
-    assert sum(int(line.split("successes=")[1].split()[0]) for line in endpoint_lines) == 3 + 8
+    assert sum(int(line.split("successes=")[1].split()[0]) for line in endpoint_lines) == 2 + 4

@@ -14,6 +14,7 @@ from cerm._config import JudgeConfig
 from cerm._embedded import DEMO_MODEL, RECOMMENDED_MODEL
 from cerm._errors import BackendUnavailableError, CermError, ConfigurationError, ModelNotFoundError
 from cerm._judge import Judge, validate_item
+from cerm._shards import MergeReport, Shard, ShardReport, merge_shards, score_shard
 from cerm._ties import TieBreak
 from cerm._types import (
     BestOfN,
@@ -60,12 +61,15 @@ __all__ = [
     "JudgeConfig",
     "Judgment",
     "MemoryCriteriaCache",
+    "MergeReport",
     "ModelNotFoundError",
     "OtherPoints",
     "Provenance",
     "RankedResponse",
     "SQLiteCriteriaCache",
     "SamplingParams",
+    "Shard",
+    "ShardReport",
     "ScoreReadout",
     "ScoreSource",
     "Status",
@@ -75,5 +79,7 @@ __all__ = [
     "Usage",
     "__version__",
     "create_backend",
+    "merge_shards",
+    "score_shard",
     "validate_item",
 ]
