@@ -383,5 +383,5 @@ def test_endpoint_pool_example_against_two_llama_cpp_servers(llama_urls: list[st
     assert [line.split(" -> ")[0] for line in lines[:2]] == ["What is the capital of France?", "What is 2+2?"]
     assert "ERROR" not in done.stdout  # every request was answered
     endpoint_lines = [line for line in lines if line.startswith("endpoint ")]
-    assert [line.split(":", 1)[0] for line in endpoint_lines] == [f"endpoint {u}" for u in llama_urls]
+    assert [line.split(": requests=")[0] for line in endpoint_lines] == [f"endpoint {u}" for u in llama_urls]
     assert sum(int(line.split("successes=")[1].split()[0]) for line in endpoint_lines) == 2 + 4
