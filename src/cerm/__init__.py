@@ -17,6 +17,7 @@ from cerm._embedded import DEMO_MODEL, RECOMMENDED_MODEL
 from cerm._errors import BackendUnavailableError, CermError, ConfigurationError, ModelNotFoundError
 from cerm._judge import Judge, validate_item
 from cerm._reward_judge import RewardJudge
+from cerm._shards import MergeReport, Shard, ShardReport, merge_shards, score_shard
 from cerm._slot import (
     BackendExplainer,
     CausalSlotReader,
@@ -77,6 +78,7 @@ __all__ = [
     "Judgment",
     "MaskedSlotReader",
     "MemoryCriteriaCache",
+    "MergeReport",
     "ModelNotFoundError",
     "OtherPoints",
     "Provenance",
@@ -86,6 +88,8 @@ __all__ = [
     "SamplingParams",
     "ScoreReadout",
     "ScoreSource",
+    "Shard",
+    "ShardReport",
     "SlotJudge",
     "SlotJudgeConfig",
     "SlotRecord",
@@ -96,6 +100,8 @@ __all__ = [
     "Usage",
     "__version__",
     "create_backend",
+    "merge_shards",
+    "score_shard",
     "slot_judge_from_config",
     "validate_item",
 ]

@@ -55,6 +55,9 @@ OPERATIONAL_SETTINGS = frozenset(
         "batch_size",
         "share_prefix",
         "device",
+        "endpoints",  # an endpoint pool's live counters
+        "endpoint_max_concurrency",
+        "endpoint_requests_per_minute",
     }
 )
 

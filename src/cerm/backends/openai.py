@@ -34,12 +34,14 @@ import threading
 import time
 import weakref
 from collections.abc import Coroutine, Mapping, Sequence
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 from cerm._errors import BackendUnavailableError, ConfigurationError
 from cerm.backends._base import Backend, Completion, FinishReason, SamplingParams, TokenLogprob
+from cerm.backends._pool import Endpoint, EndpointPool, EndpointStats, affinity_key
 from cerm.protocol import PROTOCOL_TEMPLATE_KWARGS, Conversation
 
 logger = logging.getLogger("cerm")
@@ -63,6 +65,8 @@ class _Retryable(Exception):
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        #: Set by the pool: another endpoint can take the next attempt now, so no back-off is needed.
+        self.elsewhere = False
 
 
 class _Fatal(Exception):
@@ -95,6 +99,38 @@ def _basic_auth(username: str | None, password: str | None) -> str | None:
         return None
     pair = f"{unquote(username or '')}:{unquote(password or '')}"
     return "Basic " + base64.b64encode(pair.encode("utf-8")).decode("ascii")
+
+
+@dataclass(frozen=True)
+class _Address:
+    """One server's URL taken apart: the clean URL, its query (sent as parameters), URL credentials as a header."""
+
+    url: str
+    default_query: dict[str, str]
+    auth_header: str | None
+    secrets: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, url: str, api_key: str | None, extra_headers: Mapping[str, str] | None) -> _Address:
+        # The client appends "/chat/completions" to the base URL, so a query string in it (Azure-style
+        # "?api-version=...") would end up inside the path. It is sent as a query parameter of every request instead.
+        parts = urlsplit(url)
+        default_query = dict(parse_qsl(parts.query, keep_blank_values=True))
+        # Credentials in the URL go into a header: aiohttp refuses a URL with user info next to an Authorization
+        # header, and a URL is what ends up in logs.
+        url_auth = _basic_auth(parts.username, parts.password)
+        if url_auth is not None and api_key is not None:
+            raise ConfigurationError(
+                "base_url carries credentials (user:password@host) and api_key is given too: pass only one of them"
+            )
+        if url_auth is not None and any(name.lower() == "authorization" for name in extra_headers or {}):
+            raise ConfigurationError(
+                "base_url carries credentials (user:password@host) and extra_headers sets Authorization: pass one"
+            )
+        query_secrets = [v for k, v in default_query.items() if any(w in k.lower() for w in _SECRET_QUERY_WORDS)]
+        url_secrets = [unquote(parts.password or ""), (url_auth or "").removeprefix("Basic ")]
+        clean = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+        return cls(clean, default_query, url_auth, tuple(x for x in (*url_secrets, *query_secrets) if x))
 
 
 def _retry_after(headers: Mapping[str, str] | None) -> float | None:
@@ -201,8 +237,7 @@ async def _aclose(holder: dict[str, Any]) -> None:
     for task in pending:
         task.cancel()
     await asyncio.gather(*pending, return_exceptions=True)
-    client = holder.get("client")
-    if client is not None:
+    for client in holder.get("clients", ()):
         await client.close()
 
 
@@ -221,6 +256,7 @@ class OpenAIBackend(Backend):
         model: the model name the server expects (``--served-model-name`` for vLLM; llama.cpp accepts any).
         base_url: the server's API root, e.g. ``http://127.0.0.1:8000/v1``; default ``$OPENAI_BASE_URL``, else
             OpenAI's own endpoint.
+        base_urls: a pool of servers of the same model instead of one ``base_url`` (see "Endpoint pools" below).
         api_key: default ``$OPENAI_API_KEY``; local servers without a key get a placeholder. Never logged, never
             recorded in :meth:`describe` or provenance.
         timeout: seconds one attempt may take in total (connect, queue on the server, generate, read).
@@ -249,6 +285,20 @@ class OpenAIBackend(Backend):
             ``"max_completion_tokens"`` (OpenAI's reasoning models need it).
         context_length: the model's context, when you know it (recorded in provenance; the server checks it).
         transport: ``"aiohttp"`` (lower CPU per request; needs aiohttp) or ``"httpx"`` (the client's default).
+        endpoint_max_concurrency: requests in flight at once on each server of a pool (``max_concurrency`` still
+            bounds the whole backend).
+        endpoint_requests_per_minute: a client-side rate limit for each server of a pool.
+        eject_after, eject_backoff: a server that fails this many retryable attempts in a row (connection refused,
+            5xx, 429, timeouts) is out of service for ``eject_backoff`` seconds, doubling on each new ejection (at
+            most 60 s), then takes requests again.
+        affinity: send the requests of one query (same first message) to the same server of a pool when it is not
+            much busier than the others, so that server's prefix cache holds the prompt and the criteria turn.
+
+    Endpoint pools: with ``base_urls=[...]`` every request goes to one server of the pool: its query's preferred
+    server (affinity) unless that one is busier, else the one with the fewest requests in flight. A failed attempt
+    is retried at once on another server in service (the back-off applies only when none is left), so a server that
+    dies mid-run costs retries, not items. All servers must serve the same model with the same settings (the judge
+    records one backend). Live per-server counters: :meth:`endpoint_stats`, and ``describe()["endpoints"]``.
     """
 
     name = "openai"
@@ -258,6 +308,7 @@ class OpenAIBackend(Backend):
         model: str,
         *,
         base_url: str | None = None,
+        base_urls: Sequence[str] | None = None,
         api_key: str | None = None,
         timeout: float = 300.0,
         connect_timeout: float = 10.0,
@@ -275,6 +326,11 @@ class OpenAIBackend(Backend):
         max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens",
         context_length: int | None = None,
         transport: Transport | None = None,
+        endpoint_max_concurrency: int | None = None,
+        endpoint_requests_per_minute: float | None = None,
+        eject_after: int = 3,
+        eject_backoff: float = 1.0,
+        affinity: bool = True,
     ) -> None:
         if not isinstance(model, str) or not model:
             raise ConfigurationError("model must be the (non-empty) model name the server serves")
@@ -290,6 +346,14 @@ class OpenAIBackend(Backend):
         for label, rate in (("requests_per_minute", requests_per_minute), ("tokens_per_minute", tokens_per_minute)):
             if rate is not None and not rate > 0:
                 raise ConfigurationError(f"{label} must be > 0 (or None for no limit), got {rate}")
+        if endpoint_max_concurrency is not None and endpoint_max_concurrency < 1:
+            raise ConfigurationError(f"endpoint_max_concurrency must be >= 1, got {endpoint_max_concurrency}")
+        if endpoint_requests_per_minute is not None and not endpoint_requests_per_minute > 0:
+            raise ConfigurationError(
+                f"endpoint_requests_per_minute must be > 0 (or None for no limit), got {endpoint_requests_per_minute}"
+            )
+        if eject_after < 1 or not eject_backoff > 0:
+            raise ConfigurationError("need eject_after >= 1 and eject_backoff > 0 seconds")
         if max_tokens_field not in ("max_tokens", "max_completion_tokens"):
             raise ConfigurationError(
                 f"max_tokens_field must be 'max_tokens' or 'max_completion_tokens', got {max_tokens_field!r}"
@@ -303,31 +367,29 @@ class OpenAIBackend(Backend):
             raise ConfigurationError(f"transport must be 'aiohttp' or 'httpx', got {transport!r}")
 
         self._model = model
-        base_url = base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
-        # The client appends "/chat/completions" to the base URL, so a query string in it (Azure-style
-        # "?api-version=...") would end up inside the path. It is sent as a query parameter of every request instead.
-        parts = urlsplit(base_url)
-        self._default_query = dict(parse_qsl(parts.query, keep_blank_values=True))
-        # Credentials in the URL go into a header: aiohttp refuses a URL with user info next to an Authorization
-        # header, and a URL is what ends up in logs.
-        url_auth = _basic_auth(parts.username, parts.password)
-        if url_auth is not None and api_key is not None:
-            raise ConfigurationError(
-                "base_url carries credentials (user:password@host) and api_key is given too: pass only one of them"
-            )
-        if url_auth is not None and any(name.lower() == "authorization" for name in extra_headers or {}):
-            raise ConfigurationError(
-                "base_url carries credentials (user:password@host) and extra_headers sets Authorization: pass one"
-            )
-        self._base_url = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
-        # The key lives only inside the client (and in _secret, to scrub it from error text): never in describe().
-        self._secret = "" if url_auth is not None else api_key or os.environ.get("OPENAI_API_KEY") or ""
-        self._auth_headers = {} if url_auth is None else {"Authorization": url_auth}
-        query_secrets = [v for k, v in self._default_query.items() if any(w in k.lower() for w in _SECRET_QUERY_WORDS)]
-        url_secrets = [unquote(parts.password or ""), (url_auth or "").removeprefix("Basic ")]
+        if base_url is not None and base_urls is not None:
+            raise ConfigurationError("give base_url (one server) or base_urls (a pool), not both")
+        if base_urls is not None:
+            if isinstance(base_urls, str) or not base_urls or not all(isinstance(u, str) and u for u in base_urls):
+                raise ConfigurationError("base_urls must be a non-empty list of URLs")
+            urls = list(base_urls)
+        else:
+            urls = [base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"]
+        addresses = [_Address.parse(url, api_key, extra_headers) for url in urls]
+        clean = [a.url for a in addresses]
+        if len(set(clean)) != len(clean):
+            raise ConfigurationError(f"base_urls names a server twice: {[_public_url(u) for u in clean]}")
+        self._addresses = addresses
+        self._pooled = base_urls is not None
+        self._base_url = addresses[0].url
+        # The key lives only inside the clients (and in _secret, to scrub it from error text): never in describe().
+        self._secret = api_key or os.environ.get("OPENAI_API_KEY") or ""
+        secrets = [self._secret if a.auth_header is None else "" for a in addresses]
+        secrets += [x for a in addresses for x in a.secrets]
         # Longest first, so a secret that contains another is replaced whole.
-        self._scrubbed = sorted({x for x in (self._secret, *url_secrets, *query_secrets) if len(x) >= 4}, key=len)[::-1]
-        if send_template_kwargs is None and (parts.hostname or "").lower() in _STRICT_HOSTS:
+        self._scrubbed = sorted({x for x in secrets if len(x) >= 4}, key=len)[::-1]
+        strict = all((urlsplit(u).hostname or "").lower() in _STRICT_HOSTS for u in clean)
+        if send_template_kwargs is None and strict:
             send_template_kwargs = False
         # Auto mode (None): send until a server refuses the field, then stop.
         self._template_kwargs_auto = send_template_kwargs is None
@@ -355,8 +417,14 @@ class OpenAIBackend(Backend):
         self._closed = False
         self._io: _IOLoop | None = None
         self._client: Any = None
-        self._holder: dict[str, Any] = {}
+        self._holder: dict[str, Any] = {"clients": []}
         self._semaphore: asyncio.Semaphore | None = None
+        self._affinity = affinity
+        self._endpoint_max_concurrency = endpoint_max_concurrency
+        self._endpoint_rpm = endpoint_requests_per_minute
+        self._pool = EndpointPool(
+            clean, max_concurrency_each=endpoint_max_concurrency, eject_after=eject_after, eject_backoff=eject_backoff
+        )
         self._rpm_throttle = _Throttle(requests_per_minute) if requests_per_minute else None
         self._tpm_throttle = _Throttle(tokens_per_minute) if tokens_per_minute else None
         self._retrying = self._tenacity.AsyncRetrying(
@@ -391,7 +459,16 @@ class OpenAIBackend(Backend):
     def describe(self) -> dict[str, Any]:
         return {
             **super().describe(),
-            "base_url": _public_url(self._base_url),
+            **(
+                {
+                    "base_urls": [_public_url(a.url) for a in self._addresses],
+                    "endpoint_max_concurrency": self._endpoint_max_concurrency,
+                    "endpoint_requests_per_minute": self._endpoint_rpm,
+                    "endpoints": [e.to_dict() for e in self.endpoint_stats()],
+                }
+                if self._pooled
+                else {"base_url": _public_url(self._base_url)}
+            ),
             "timeout": self._timeout,
             "max_concurrency": self._max_concurrency,
             "max_attempts": self._max_attempts,
@@ -402,6 +479,10 @@ class OpenAIBackend(Backend):
             "max_tokens_field": self._max_tokens_field,
             "transport": self._transport,
         }
+
+    def endpoint_stats(self) -> list[EndpointStats]:
+        """Per-endpoint counters (requests, successes, failures, ejections, in flight, affinity hits), live."""
+        return self._pool.stats()  # the pool holds the URLs without credentials or query
 
     def generate(self, conversations: Sequence[Conversation], params: SamplingParams) -> list[list[Completion]]:
         io = self._ensure_io()
@@ -442,26 +523,31 @@ class OpenAIBackend(Backend):
             return self._io
 
     def _client_on_loop(self) -> Any:
-        """The AsyncOpenAI client, created on first use on the I/O loop (its connections belong to that loop)."""
+        """The AsyncOpenAI clients, one per endpoint, created on first use on the I/O loop (their connections belong
+        to that loop). Returns the first endpoint's client."""
         if self._client is None:
             openai = self._openai
-            limits = _httpx().Limits(
-                max_connections=self._max_concurrency, max_keepalive_connections=self._max_concurrency
-            )
+            per_endpoint = min(self._max_concurrency, self._endpoint_max_concurrency or self._max_concurrency)
+            limits = _httpx().Limits(max_connections=per_endpoint, max_keepalive_connections=per_endpoint)
             timeout = _httpx().Timeout(self._timeout + 1.0, connect=self._connect_timeout)
             http_client_cls = (
                 openai.DefaultAioHttpClient if self._transport == "aiohttp" else openai.DefaultAsyncHttpxClient
             )
-            self._client = openai.AsyncOpenAI(
-                api_key=self._secret or _PLACEHOLDER_KEY,
-                base_url=self._base_url,
-                timeout=timeout,
-                max_retries=0,  # tenacity retries, with our own policy
-                default_headers={**self._auth_headers, **self._extra_headers} or None,
-                default_query=self._default_query or None,
-                http_client=http_client_cls(limits=limits, timeout=timeout),
-            )
-            self._holder["client"] = self._client
+            for endpoint, address in zip(self._pool.endpoints, self._addresses, strict=True):
+                auth = {} if address.auth_header is None else {"Authorization": address.auth_header}
+                client = openai.AsyncOpenAI(
+                    api_key=(self._secret if address.auth_header is None else "") or _PLACEHOLDER_KEY,
+                    base_url=address.url,
+                    timeout=timeout,
+                    max_retries=0,  # tenacity retries, with our own policy
+                    default_headers={**auth, **self._extra_headers} or None,
+                    default_query=address.default_query or None,
+                    http_client=http_client_cls(limits=limits, timeout=timeout),
+                )
+                throttle = _Throttle(self._endpoint_rpm) if self._endpoint_rpm else None
+                endpoint.payload = (client, throttle)
+                self._holder["clients"].append(client)
+            self._client = self._pool.endpoints[0].payload[0]
             self._semaphore = asyncio.Semaphore(self._max_concurrency)
         return self._client
 
@@ -543,8 +629,11 @@ class OpenAIBackend(Backend):
         if self._tpm_throttle is not None:
             estimate = sum(len(m["content"]) for m in conversation) / 4.0 + params.max_new_tokens * n
         retrying = self._retrying.copy()
+        # The criteria turn and every evaluation of a query share the first message: one key sends them to one server.
+        key = affinity_key(conversation[0]["content"]) if self._affinity and conversation else None
+        tried: set[int] = set()  # endpoints this request failed on: the next attempt goes elsewhere when it can
         try:
-            completions: list[Completion] = await retrying(self._attempt, body, params, estimate)
+            completions: list[Completion] = await retrying(self._attempt, body, params, estimate, key, tried)
             return completions
         except _Fatal as exc:
             if self._refused_template_kwargs(body, exc):
@@ -559,16 +648,39 @@ class OpenAIBackend(Backend):
             logger.exception("unexpected error in an openai request")
             return [Completion.failed(self._scrub(f"{type(exc).__name__}: {exc}"))]
 
-    async def _attempt(self, body: dict[str, Any], params: SamplingParams, estimate: float) -> list[Completion]:
+    async def _attempt(
+        self, body: dict[str, Any], params: SamplingParams, estimate: float, key: int | None, tried: set[int]
+    ) -> list[Completion]:
         await self._throttle(estimate)
         assert self._semaphore is not None
-        async with self._semaphore:
-            payload = await self._post(body)
-        completions = self._parse(payload, params, body.get("n", 1))
+        async with self._semaphore, self._pool.lease(key, frozenset(tried)) as endpoint:
+            client, throttle = endpoint.payload
+            if throttle is not None and (delay := throttle.reserve(1.0)) > 0:
+                await asyncio.sleep(delay)
+            try:
+                payload = await self._post(body, client, endpoint.url)
+                completions = self._parse(payload, params, body.get("n", 1))
+            except _Retryable as exc:
+                self._endpoint_failed(endpoint, tried, exc)
+                raise
+            self._pool.succeeded(endpoint)
         if self._tpm_throttle is not None:
             used = sum(c.completion_tokens for c in completions) + (completions[0].prompt_tokens if completions else 0)
             self._tpm_throttle.refund(estimate - used)
         return completions
+
+    def _endpoint_failed(self, endpoint: Endpoint, tried: set[int], exc: _Retryable) -> None:
+        tried.add(endpoint.index)
+        if self._pool.failed(endpoint):
+            logger.warning(
+                "endpoint %s out of service for %.1f s after %d failures in a row (last: %s)",
+                _public_url(endpoint.url),
+                endpoint.backoff,
+                endpoint.consecutive_failures,
+                self._scrub(str(exc)),
+            )
+        # Another server in service that this request has not failed on: retry there at once, no back-off.
+        exc.elsewhere = len(self._pool.endpoints) > 1 and self._pool.has_alternative(frozenset(tried))
 
     async def _throttle(self, estimate: float) -> None:
         delay = 0.0
@@ -579,34 +691,34 @@ class OpenAIBackend(Backend):
         if delay > 0:
             await asyncio.sleep(delay)
 
-    async def _post(self, body: dict[str, Any]) -> Any:
+    async def _post(self, body: dict[str, Any], client: Any, url: str) -> Any:
         """POST /chat/completions through the official client; map every failure to _Retryable or _Fatal."""
         openai = self._openai
-        client = self._client
+        where = f" at {_public_url(url)}" if self._pooled else ""
         try:
             async with _deadline(self._timeout):
                 response = await client.post("/chat/completions", body=body, cast_to=_httpx().Response)
                 raw = await response.aread()
         except openai.APIStatusError as exc:
             status = exc.status_code
-            message = f"HTTP {status} from {_public_url(self._base_url)}: {_error_text(exc)}"
+            message = f"HTTP {status} from {_public_url(url)}: {_error_text(exc)}"
             if status < 500 and status not in _RETRIED_4XX:  # 400, 401, 403, 404, 422...: retrying cannot help
                 raise _Fatal(message) from None
             raise _Retryable(message, _retry_after(exc.response.headers)) from None
         except TimeoutError:  # our own deadline for the whole attempt
-            raise _Retryable(f"request timed out after {self._timeout:g} s") from None
+            raise _Retryable(f"request timed out after {self._timeout:g} s{where}") from None
         except openai.APIConnectionError as exc:  # APITimeoutError included
             # The transports label some failures loosely (aiohttp's "server disconnected" arrives as a connect
             # timeout): name the innermost cause so the item's error says what really happened.
             root = _root_cause(exc)
             if isinstance(exc, openai.APITimeoutError) and root is exc.__cause__ and "Timeout" in type(root).__name__:
-                raise _Retryable(f"request timed out ({type(root).__name__})") from None
-            raise _Retryable(f"connection error: {type(root).__name__}: {root}") from None
+                raise _Retryable(f"request timed out ({type(root).__name__}){where}") from None
+            raise _Retryable(f"connection error{where}: {type(root).__name__}: {root}") from None
         try:
             return json.loads(raw)
         except ValueError:
             snippet = raw[:120].decode("utf-8", "replace")
-            raise _Retryable(f"malformed JSON in the server's answer: {snippet!r}") from None
+            raise _Retryable(f"malformed JSON in the server's answer{where}: {snippet!r}") from None
 
     def _parse(self, payload: Any, params: SamplingParams, n: int) -> list[Completion]:
         try:
@@ -644,6 +756,8 @@ class OpenAIBackend(Backend):
     # -- retry policy ----------------------------------------------------------------------------------------------
     def _wait(self, state: Any) -> float:
         exc = state.outcome.exception() if state.outcome is not None else None
+        if getattr(exc, "elsewhere", False):
+            return 0.0
         retry_after = getattr(exc, "retry_after", None)
         if retry_after is not None:
             # The server said when: wait that long (a little jitter so a crowd of clients does not return at once).

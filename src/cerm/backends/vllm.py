@@ -131,6 +131,56 @@ def _release(engine: _Engine) -> None:
     _shutdown(engine)
 
 
+def engine_arguments(
+    *,
+    tokenizer: str | None,
+    dtype: str,
+    tensor_parallel_size: int,
+    data_parallel_size: int,
+    enforce_eager: bool,
+    enable_prefix_caching: bool,
+    trust_remote_code: bool,
+    revision: str | None,
+    seed: int,
+    log_stats: bool,
+    max_model_len: int | None,
+    gpu_memory_utilization: float | None,
+    kv_cache_memory_bytes: int | None,
+    max_lora_rank: int | None,
+    lora: bool,
+    extra: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The keyword arguments of ``vllm.LLM`` for a backend's settings (pure: checked on machines without vLLM).
+
+    ``tensor_parallel_size`` goes to the engine as is (vLLM shards the model over that many GPUs of this node);
+    ``data_parallel_size`` only when above 1 (vLLM's offline engine rejects it otherwise on some builds).
+    """
+    llm_kwargs: dict[str, Any] = {
+        "tokenizer": tokenizer,
+        "dtype": dtype,
+        "tensor_parallel_size": tensor_parallel_size,
+        "enforce_eager": enforce_eager,
+        "enable_prefix_caching": enable_prefix_caching,
+        "trust_remote_code": trust_remote_code,
+        "revision": revision,
+        "seed": seed,
+        "disable_log_stats": not log_stats,
+    }
+    optional = {
+        "max_model_len": max_model_len,
+        "gpu_memory_utilization": gpu_memory_utilization,
+        "kv_cache_memory_bytes": kv_cache_memory_bytes,
+        "max_lora_rank": max_lora_rank,
+    }
+    llm_kwargs.update({k: v for k, v in optional.items() if v is not None})
+    if data_parallel_size > 1:
+        llm_kwargs["data_parallel_size"] = data_parallel_size
+    if lora:
+        llm_kwargs["enable_lora"] = True
+    llm_kwargs.update(extra)
+    return llm_kwargs
+
+
 class VLLMBackend(Backend):
     """Generation with vLLM's offline engine and the model's own chat template.
 
@@ -205,29 +255,24 @@ class VLLMBackend(Backend):
         embedded = embedded_model_path(model)
         path = str(embedded) if embedded is not None else model
 
-        llm_kwargs: dict[str, Any] = {
-            "tokenizer": tokenizer,
-            "dtype": dtype,
-            "tensor_parallel_size": tensor_parallel_size,
-            "enforce_eager": enforce_eager,
-            "enable_prefix_caching": enable_prefix_caching,
-            "trust_remote_code": trust_remote_code,
-            "revision": revision,
-            "seed": seed,
-            "disable_log_stats": not log_stats,
-        }
-        optional = {
-            "max_model_len": max_model_len,
-            "gpu_memory_utilization": gpu_memory_utilization,
-            "kv_cache_memory_bytes": kv_cache_memory_bytes,
-            "max_lora_rank": max_lora_rank,
-        }
-        llm_kwargs.update({k: v for k, v in optional.items() if v is not None})
-        if data_parallel_size > 1:
-            llm_kwargs["data_parallel_size"] = data_parallel_size
-        if adapter or max_lora_rank is not None:
-            llm_kwargs["enable_lora"] = True
-        llm_kwargs.update(extra)
+        llm_kwargs = engine_arguments(
+            tokenizer=tokenizer,
+            dtype=dtype,
+            tensor_parallel_size=tensor_parallel_size,
+            data_parallel_size=data_parallel_size,
+            enforce_eager=enforce_eager,
+            enable_prefix_caching=enable_prefix_caching,
+            trust_remote_code=trust_remote_code,
+            revision=revision,
+            seed=seed,
+            log_stats=log_stats,
+            max_model_len=max_model_len,
+            gpu_memory_utilization=gpu_memory_utilization,
+            kv_cache_memory_bytes=kv_cache_memory_bytes,
+            max_lora_rank=max_lora_rank,
+            lora=bool(adapter) or max_lora_rank is not None,
+            extra=extra,
+        )
 
         key = (path, tuple(sorted((k, repr(v)) for k, v in llm_kwargs.items())))
         shown = {k: v for k, v in llm_kwargs.items() if v is not None and k not in ("disable_log_stats",)}

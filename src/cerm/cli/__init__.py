@@ -34,6 +34,7 @@ EXIT_ERRORED = 5
 # ``func`` on its parser; heavy imports stay inside the handlers so ``cerm --help`` is instant.
 _COMMANDS = (
     "cerm.cli._score",
+    "cerm.cli._merge",
     "cerm.cli._rerank",
     "cerm.cli._serve",
     "cerm.cli._eval",

@@ -47,7 +47,20 @@ def add_judge_options(
         help="model name or path; 'demo' is the embedded tiny demo judge (default), "
         "'PKU-ONELab/CE-RM-4B' the released CE-RM judge",
     )
-    group.add_argument("--backend", default="hf", help="backend name (default: hf)")
+    group.add_argument("--backend", default=None, help="backend name (default: hf; openai when --base-url is given)")
+    group.add_argument(
+        "--base-url",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="an OpenAI-compatible server, repeatable: several form an endpoint pool (implies --backend openai)",
+    )
+    group.add_argument(
+        "--base-urls-file",
+        default=None,
+        metavar="FILE",
+        help="a file of server URLs, one per line ('#' comments), added to the --base-url pool",
+    )
     group.add_argument(
         "--backend-arg",
         action="append",
@@ -202,10 +215,16 @@ def judge_from_args(args: argparse.Namespace) -> RewardJudge:
     config = config_from_args(args)  # validate settings before the (slow) model load
     cache = getattr(args, "criteria_cache", None)
     settings = _parse_backend_args(args.backend_arg)
-    _check_backend_settings(args.backend, settings)
+    urls = base_urls_from_args(args)
+    backend = args.backend or ("openai" if urls else "hf")
+    if urls:
+        if "base_url" in settings or "base_urls" in settings:
+            raise InputError("give the servers with --base-url / --base-urls-file or with --backend-arg, not both")
+        settings["base_urls" if len(urls) > 1 else "base_url"] = urls if len(urls) > 1 else urls[0]
+    _check_backend_settings(backend, settings)
     slot_file = getattr(args, "slot_judge", None)
     if slot_file is None:
-        return Judge(args.model, backend=args.backend, config=config, cache=cache, **settings)
+        return Judge(args.model, backend=backend, config=config, cache=cache, **settings)
     from cerm._slot import SlotJudgeConfig, slot_judge_from_config
 
     try:
@@ -213,8 +232,25 @@ def judge_from_args(args: argparse.Namespace) -> RewardJudge:
     except (OSError, ValueError, TypeError) as exc:
         raise InputError(f"--slot-judge {slot_file}: {exc}") from exc
     return slot_judge_from_config(
-        slot_config, model=args.model, backend=args.backend, judge_config=config, cache=cache, **settings
+        slot_config, model=args.model, backend=backend, judge_config=config, cache=cache, **settings
     )
+
+
+def base_urls_from_args(args: argparse.Namespace) -> list[str]:
+    """The servers of ``--base-url`` (in order) then of ``--base-urls-file``: one per line, blank lines and ``#``
+    comments skipped."""
+    urls = [u.strip() for u in getattr(args, "base_url", None) or []]
+    path = getattr(args, "base_urls_file", None)
+    if path:
+        try:
+            lines = Path(path).read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise InputError(f"--base-urls-file {path}: {exc.strerror or exc}") from None
+        urls += [line.split("#", 1)[0].strip() for line in lines]
+    urls = [u for u in urls if u]
+    if (getattr(args, "base_url", None) or path) and not urls:
+        raise InputError("--base-url / --base-urls-file gave no server URL")
+    return urls
 
 
 def _check_backend_settings(name: str, settings: Mapping[str, Any]) -> None:
@@ -342,7 +378,7 @@ def judgment_record(judgment: Judgment, full: bool) -> dict[str, Any]:
     return record
 
 
-def progress(total: int, disable: bool, unit: str) -> Any:
+def progress(total: int | None, disable: bool, unit: str) -> Any:
     from tqdm import tqdm
 
     return tqdm(total=total, disable=disable, unit=unit, file=sys.stderr, dynamic_ncols=True)

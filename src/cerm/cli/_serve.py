@@ -35,7 +35,7 @@ API_KEY_ENV = "CERM_SERVE_API_KEY"
 EPILOG = """\
 POST /get_reward  {"query": [prompt+response, ...], "prompts": [prompt, ...], "labels": [...]}
              ->   {"rewards": [...], "scores": [...], "extra_logs": {"cerm_scorable": [...]}, "cerm": [...]}
-GET  /health      status, model, and micro-batching counters
+GET  /health      status, model, micro-batching counters, and an endpoint pool's per-server counters
 
 OpenRLHF (0.11): --reward.remote_url http://HOST:PORT/get_reward   (older releases: --remote_rm_url)
 UNSCORABLE samples get --unscorable-reward (required: choose it knowingly) and cerm_scorable = 0.

@@ -506,6 +506,9 @@ def create_app(
             "criteria_cache": None
             if cache is None
             else {"entries": len(cache), "hits": cache.hits, "misses": cache.misses},
+            # An endpoint pool's live per-server counters (None for a backend without a pool, or a judge kind
+            # without a generation backend).
+            "endpoints": _live_endpoints(judge),
         }
 
     # FastAPI reads parameter annotations to decide what to inject; this module postpones annotations (they are
@@ -571,3 +574,9 @@ class RewardServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _live_endpoints(judge: RewardJudge) -> Any:
+    """The per-server counters of the judge's endpoint pool, read now (a Judge's ``describe()`` is fixed at start)."""
+    backend = getattr(judge, "backend", None)
+    return None if backend is None else backend.describe().get("endpoints")
