@@ -18,6 +18,12 @@ import pytest
 from _openai_servers import FaultServer
 from cerm import ConfigurationError, Judge, JudgeConfig
 
+if os.environ.get("CERM_TEST_RAY") != "1":
+    pytest.skip(
+        "the Ray runner is experimental: these tests hang on a 2-CPU local cluster (2026-12-01, Ray 2.60.0); "
+        "run them with CERM_TEST_RAY=1",
+        allow_module_level=True,
+    )
 ray = pytest.importorskip("ray", reason="the Ray runner needs the ray extra: pip install 'ce-rm[ray]'")
 psutil = pytest.importorskip("psutil")
 
