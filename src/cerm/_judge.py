@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import unicodedata
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -199,6 +199,39 @@ def validate_item(query: object, responses: object) -> tuple[str, list[str]]:
     return _validate_query(query), _validate_responses(responses)
 
 
+def split_items(
+    items: object, on_invalid: OnInvalid, invalid_row: Callable[[object, int, Exception], list[Judgment]]
+) -> tuple[list[tuple[str, list[str]]], list[int], dict[int, list[Judgment]]]:
+    """Check a batch of ``(query, responses)`` items the same way for every judge kind: ``(valid items, their input
+    positions, {position: ERROR row})``. An invalid item raises (``on_invalid="raise"``) or gets
+    ``invalid_row(item, response_count, problem)`` (``"error"``), so one caller's bad item never fails the others."""
+    if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
+        raise TypeError("items must be a list of (query, responses) pairs")
+    if on_invalid not in ("raise", "error"):
+        raise ValueError(f"on_invalid must be 'raise' or 'error', got {on_invalid!r}")
+    checked: list[tuple[str, list[str]]] = []
+    positions: list[int] = []
+    invalid: dict[int, list[Judgment]] = {}
+    for n, item in enumerate(items):
+        try:
+            if not (isinstance(item, tuple | list) and len(item) == 2):
+                raise TypeError(f"items[{n}] must be a (query, responses) pair")
+            pair = (
+                _validate_query(item[0], f"items[{n}] query"),
+                _validate_responses(item[1], f"items[{n}] responses"),
+            )
+        except (TypeError, ValueError) as exc:
+            if on_invalid == "raise":
+                raise
+            responses = item[1] if isinstance(item, tuple | list) and len(item) == 2 else None
+            count = len(responses) if isinstance(responses, Sequence) and not isinstance(responses, str) else 0
+            invalid[n] = invalid_row(item, max(count, 1), exc)
+            continue
+        checked.append(pair)
+        positions.append(n)
+    return checked, positions, invalid
+
+
 class Judge(RewardJudge):
     """A CE-RM judge over any backend (one kind of :class:`~cerm.RewardJudge`).
 
@@ -364,18 +397,8 @@ class Judge(RewardJudge):
     async def ajudge_batch(self, items: Sequence[Item], *, on_invalid: OnInvalid = "raise") -> list[list[Judgment]]:
         return await self._arun(self._judge_plan(items, on_invalid))
 
-    def score(self, query: str, responses: Sequence[str]) -> list[float | None]:
-        """Overall 0-10 scores, None where a response is UNSCORABLE (see :meth:`judge` for the reasons)."""
-        return [j.score for j in self.judge(query, responses)]
-
-    async def ascore(self, query: str, responses: Sequence[str]) -> list[float | None]:
-        return [j.score for j in await self.ajudge(query, responses)]
-
-    def score_batch(self, items: Sequence[Item]) -> list[list[float | None]]:
-        return [[j.score for j in row] for row in self.judge_batch(items)]
-
-    async def ascore_batch(self, items: Sequence[Item]) -> list[list[float | None]]:
-        return [[j.score for j in row] for row in await self.ajudge_batch(items)]
+    # score / ascore / score_batch / ascore_batch: RewardJudge's (the overall 0-10 scores, None where a response is
+    # UNSCORABLE or ERROR).
 
     def compare(self, query: str, a: str, b: str, *, tie_break: TieBreak | None = None) -> Comparison:
         """Score two responses under one criteria set. ``winner`` is None unless both are scorable. With
@@ -481,28 +504,7 @@ class Judge(RewardJudge):
     ) -> _Plan[list[list[Judgment]]]:
         """``attach_readouts`` (for tie-breaks): ask for the score tokens' alternatives and attach the expected-score
         readout to parsed chains without changing their scores (where the backend returns log-probabilities)."""
-        if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
-            raise TypeError("items must be a list of (query, responses) pairs")
-        if on_invalid not in ("raise", "error"):
-            raise ValueError(f"on_invalid must be 'raise' or 'error', got {on_invalid!r}")
-        checked: list[tuple[str, list[str]]] = []
-        valid_positions: list[int] = []  # input position of each checked item
-        invalid_rows: dict[int, list[Judgment]] = {}
-        for n, item in enumerate(items):
-            try:
-                if not (isinstance(item, tuple | list) and len(item) == 2):
-                    raise TypeError(f"items[{n}] must be a (query, responses) pair")
-                pair = (
-                    _validate_query(item[0], f"items[{n}] query"),
-                    _validate_responses(item[1], f"items[{n}] responses"),
-                )
-            except (TypeError, ValueError) as exc:
-                if on_invalid == "raise":
-                    raise
-                invalid_rows[n] = self._invalid_row(item, exc)
-                continue
-            checked.append(pair)
-            valid_positions.append(n)
+        checked, valid_positions, invalid_rows = split_items(items, on_invalid, self._invalid_row)
         if not checked:
             return [invalid_rows[n] for n in range(len(items))]
 
@@ -991,14 +993,12 @@ class Judge(RewardJudge):
             backend_settings=self._backend_settings,
         )
 
-    def _invalid_row(self, item: object, problem: Exception) -> list[Judgment]:
-        """ERROR judgments for an item that failed validation (``on_invalid="error"``): one per response when the
-        responses form a non-empty list, else one."""
-        responses = item[1] if isinstance(item, tuple | list) and len(item) == 2 else None
-        count = len(responses) if isinstance(responses, Sequence) and not isinstance(responses, str) else 0
+    def _invalid_row(self, item: object, count: int, problem: Exception) -> list[Judgment]:
+        """ERROR judgments for an item that failed validation (``on_invalid="error"``): ``count`` of them (one per
+        response when the responses form a non-empty list, else one)."""
         provenance = self._provenance(Usage(), Usage())
         reason = f"invalid input: {problem}"
-        return [Judgment(j, Status.ERROR, None, reason, (), provenance) for j in range(max(count, 1))]
+        return [Judgment(j, Status.ERROR, None, reason, (), provenance) for j in range(count)]
 
     def _unscorable(self, index: int, reason: str, crit_usage: Usage, crit_cached: bool = False) -> Judgment:
         provenance = self._provenance(crit_usage, Usage(), crit_cached)

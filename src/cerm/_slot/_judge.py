@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from cerm._errors import ConfigurationError
-from cerm._judge import _EMPTY_REASON, _is_blank, _json_ready, _unicode_problem, _validate_query, _validate_responses
+from cerm._judge import _EMPTY_REASON, _is_blank, _json_ready, _unicode_problem, split_items
 from cerm._reward_judge import Item, OnInvalid, RewardJudge
 from cerm._slot._encode import SlotInput
 from cerm._slot._explain import Explained, Explainer
@@ -154,35 +154,13 @@ class SlotJudge(RewardJudge):
     def _check(
         self, items: Sequence[Item], on_invalid: OnInvalid
     ) -> tuple[list[tuple[str, list[str]]], list[int], dict[int, list[Judgment]]]:
-        if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
-            raise TypeError("items must be a list of (query, responses) pairs")
-        if on_invalid not in ("raise", "error"):
-            raise ValueError(f"on_invalid must be 'raise' or 'error', got {on_invalid!r}")
-        checked: list[tuple[str, list[str]]] = []
-        positions: list[int] = []
-        invalid: dict[int, list[Judgment]] = {}
-        for n, item in enumerate(items):
-            try:
-                if not (isinstance(item, tuple | list) and len(item) == 2):
-                    raise TypeError(f"items[{n}] must be a (query, responses) pair")
-                pair = (
-                    _validate_query(item[0], f"items[{n}] query"),
-                    _validate_responses(item[1], f"items[{n}] responses"),
-                )
-            except (TypeError, ValueError) as exc:
-                if on_invalid == "raise":
-                    raise
-                responses = item[1] if isinstance(item, tuple | list) and len(item) == 2 else None
-                count = len(responses) if isinstance(responses, Sequence) and not isinstance(responses, str) else 0
-                record = self._record(None, None)
-                invalid[n] = [
-                    self._judgment(j, Status.ERROR, None, f"invalid input: {exc}", record, Usage())
-                    for j in range(max(count, 1))
-                ]
-                continue
-            checked.append(pair)
-            positions.append(n)
-        return checked, positions, invalid
+        return split_items(items, on_invalid, self._invalid_row)
+
+    def _invalid_row(self, item: object, count: int, problem: Exception) -> list[Judgment]:
+        record = self._record(None, None)
+        return [
+            self._judgment(j, Status.ERROR, None, f"invalid input: {problem}", record, Usage()) for j in range(count)
+        ]
 
     def _read(self, todo: list[tuple[str, list[str]]], explained: list[list[Explained]]) -> list[list[Any]]:
         inputs: list[SlotInput] = []
