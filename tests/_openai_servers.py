@@ -67,7 +67,8 @@ class FaultServer:
     ``barriers[0]`` requests until that many are in flight at once, then the next ``barriers[1]``, and so on; ``hold``
     (a threading.Event) holds every request until the test sets it. A request still held after ``hold_timeout_s``
     (a safety net against a hung test, never a performance bound) answers 500 "held too long" and is counted in
-    ``held_too_long``. ``arrived`` is set when the first request arrives.
+    ``held_too_long``. ``arrived`` is set when the first request arrives, ``tripped`` when a scheduled action other
+    than ``ok`` is first served (the test's "now" to act, e.g. to kill a client mid-run).
 
     ``reject_fields`` names request fields the server refuses with HTTP 400, as OpenAI's own API does with fields it
     does not define.
@@ -88,6 +89,7 @@ class FaultServer:
     hold_timeout_s: float = 60.0
     held_too_long: int = 0
     arrived: threading.Event = field(default_factory=threading.Event)
+    tripped: threading.Event = field(default_factory=threading.Event)
     _gates: dict[int, asyncio.Event] = field(default_factory=dict)
     _group_counts: dict[int, int] = field(default_factory=dict)
 
@@ -104,7 +106,10 @@ class FaultServer:
         last = body["messages"][-1]["content"]
         for tag, actions in self.schedule.items():
             if tag in last and actions:
-                return actions.pop(0)
+                action = actions.pop(0)
+                if action != "ok":
+                    self.tripped.set()
+                return action
         return "ok"
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:

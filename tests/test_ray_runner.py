@@ -34,18 +34,6 @@ pytestmark = [pytest.mark.timeout(1800), pytest.mark.slow]
 EVAL = JudgeConfig(criteria_max_new_tokens=32, evaluation_max_new_tokens=32)
 
 
-class TrippingServer(FaultServer):
-    def __init__(self, **settings: Any) -> None:
-        super().__init__(**settings)
-        self.tripped = threading.Event()
-
-    def _action(self, body: dict[str, Any]) -> str:
-        action = super()._action(body)
-        if action != "ok":
-            self.tripped.set()
-        return action
-
-
 @pytest.fixture(scope="module")
 def local_cluster() -> Iterator[None]:
     # Ray waits a fixed 30 s for its raylet to register; on a busy machine (tests run at low priority) the first
@@ -65,8 +53,8 @@ def local_cluster() -> Iterator[None]:
 
 
 @pytest.fixture
-def server() -> Iterator[TrippingServer]:
-    with TrippingServer().running() as srv:
+def server() -> Iterator[FaultServer]:
+    with FaultServer().running() as srv:
         yield srv  # type: ignore[misc]
 
 
@@ -93,7 +81,7 @@ def run(url: str, out: Path) -> list[dict[str, Any]]:
     return sorted(found, key=lambda r: r["id"])
 
 
-def test_two_stages_on_a_local_cluster(local_cluster: None, server: TrippingServer, tmp_path: Path) -> None:
+def test_two_stages_on_a_local_cluster(local_cluster: None, server: FaultServer, tmp_path: Path) -> None:
     got = run(server.base_url, tmp_path / "out")
     assert [r["id"] for r in got] == sorted(r["id"] for r in rows())  # every row once
     for r in got:
@@ -106,7 +94,7 @@ def test_two_stages_on_a_local_cluster(local_cluster: None, server: TrippingServ
     assert server.count() == 4 + 12
 
 
-def test_an_outage_is_an_error_row_never_a_score(local_cluster: None, server: TrippingServer, tmp_path: Path) -> None:
+def test_an_outage_is_an_error_row_never_a_score(local_cluster: None, server: FaultServer, tmp_path: Path) -> None:
     server.schedule = {"item-q2-1": ["503"] * 12}  # more than the backend's attempts
     ds = ray.data.from_items(rows())
     make = functools.partial(
@@ -122,7 +110,7 @@ def test_an_outage_is_an_error_row_never_a_score(local_cluster: None, server: Tr
 
 
 def test_a_killed_evaluation_actor_is_restarted_and_nothing_is_lost_or_doubled(
-    local_cluster: None, server: TrippingServer, tmp_path: Path
+    local_cluster: None, server: FaultServer, tmp_path: Path
 ) -> None:
     reference = run(server.base_url, tmp_path / "reference")
     server.seen.clear()

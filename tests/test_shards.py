@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,23 +29,9 @@ EVAL = JudgeConfig(criteria_max_new_tokens=32, evaluation_max_new_tokens=32)
 N_ITEMS = 23
 
 
-class TrippingServer(FaultServer):
-    """A test server that sets ``tripped`` when a scheduled fault is served (the test's "now" to act)."""
-
-    def __init__(self, **settings: Any) -> None:
-        super().__init__(**settings)
-        self.tripped = threading.Event()
-
-    def _action(self, body: dict[str, Any]) -> str:
-        action = super()._action(body)
-        if action != "ok":
-            self.tripped.set()
-        return action
-
-
 @pytest.fixture
-def server() -> Iterator[TrippingServer]:
-    with TrippingServer().running() as srv:
+def server() -> Iterator[FaultServer]:
+    with FaultServer().running() as srv:
         yield srv  # type: ignore[misc]
 
 
@@ -170,7 +155,7 @@ def score_args(source: Path, out: Path, shard: str, url: str) -> list[str]:
     ]  # fmt: skip
 
 
-def test_a_killed_shard_resumes_to_exactly_the_uninterrupted_result(tmp_path: Path, server: TrippingServer) -> None:
+def test_a_killed_shard_resumes_to_exactly_the_uninterrupted_result(tmp_path: Path, server: FaultServer) -> None:
     source = write_input(tmp_path / "in.jsonl")
     for shard in ("0/2", "1/2"):  # the reference: both shards, uninterrupted
         done = cerm(*score_args(source, tmp_path / "ref", shard, server.base_url))
