@@ -6,6 +6,9 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from cerm.backends import Backend, Completion, InstrumentedBackend, SamplingParams
 from cerm.protocol import Conversation
@@ -15,6 +18,18 @@ SRC = REPO_ROOT / "src"
 # In this workspace and in CI's fresh clone the shared folder sits beside the repository.
 SHARED = REPO_ROOT.parent / "shared"
 PROTOCOL_DIR = SHARED / "cerm_protocol"
+#: The repository's benchmark copies (cerm's normalized schema); tests that read them are marked by `needs_shared`.
+SHARED_DATA = SHARED / "data"
+_shared_data_absent = pytest.mark.skipif(
+    not (SHARED_DATA / "llmbar" / "all.jsonl").is_file(),
+    reason="../shared/data (the repository's benchmark copies) is absent",
+)
+
+
+def needs_shared(test: Any) -> Any:
+    """Marks a test that reads ../shared/data (``-m shared_data`` selects them) and skips it where that is absent."""
+    return pytest.mark.shared_data(_shared_data_absent(test))
+
 
 PYTHON = sys.executable
 

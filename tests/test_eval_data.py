@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from _support import SHARED as SHARED_ROOT
+from _support import SHARED_DATA as SHARED
+from _support import needs_shared
 from cerm import Judge
 from cerm.backends import MockBackend, SamplingParams
 from cerm.eval import (
@@ -27,17 +28,6 @@ from cerm.eval import (
     resolve_data,
 )
 from cerm.protocol import Conversation
-
-SHARED = SHARED_ROOT / "data"
-_absent = pytest.mark.skipif(
-    not (SHARED / "llmbar" / "all.jsonl").is_file(),
-    reason="../shared/data (the repository's benchmark copies) is absent",
-)
-
-
-def needs_shared(test: Any) -> Any:
-    """Marks a test that reads ../shared/data (``-m shared_data`` selects them) and skips it where that is absent."""
-    return pytest.mark.shared_data(_absent(test))
 
 
 @pytest.fixture(autouse=True)

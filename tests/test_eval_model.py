@@ -11,27 +11,16 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from _support import SHARED
+from _support import SHARED_DATA, needs_shared
 from cerm import BackendUnavailableError, Judge, JudgeConfig, ModelNotFoundError
 from cerm.eval import EvalItem, evaluate, load_items
 
 pytestmark = pytest.mark.model
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-SHARED_DATA = SHARED / "data"
-_absent = pytest.mark.skipif(
-    not (SHARED_DATA / "llmbar" / "all.jsonl").is_file(),
-    reason="../shared/data (the repository's benchmark copies) is absent",
-)
-
-
-def needs_shared(test: Any) -> Any:
-    """Marks a test that reads ../shared/data (``-m shared_data`` selects them) and skips it where that is absent."""
-    return pytest.mark.shared_data(_absent(test))
 
 
 @pytest.fixture(autouse=True)
