@@ -56,6 +56,25 @@ def test_dry_run_validates_and_prints_the_config(tmp_path: Path, capsys: pytest.
     assert printed["config"]["learning_rate"] == 1e-5  # the paper's default where the file says nothing
 
 
+@pytest.mark.parametrize("stage", ["sft", "grpo", "teach"])
+def test_numbers_yaml_reads_as_text_become_numbers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], stage: str
+) -> None:
+    # YAML 1.1 reads 5e-5 (no dot in the mantissa) as the string "5e-5"; a config must still get the float.
+    assert yaml.safe_load("5e-5") == "5e-5"
+    key, value, expected = ("seed", "'7'", 7) if stage == "teach" else ("learning_rate", "5e-5", 5e-5)
+    model = "checkable: 2\n" if stage == "teach" else "model: m\n"
+    config = tmp_path / "c.yaml"
+    config.write_text(f"{model}output_dir: o\n{key}: {value}\n", encoding="utf-8")
+    overrides = ["--set", "max_steps=3"] if stage != "teach" else []
+    assert main(["train", stage, "--config", str(config), *overrides, "--dry-run"]) == 0
+    printed = json.loads(capsys.readouterr().out.strip())["config"]
+    assert printed[key] == expected
+    assert type(printed[key]) is type(expected)
+    assert main(["train", stage, "--config", str(config), "--set", f"{key}=fast", "--dry-run"]) == 2
+    assert f"setting {key!r} must be" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("content", "args", "message"),
     [

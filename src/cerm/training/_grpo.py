@@ -21,7 +21,7 @@ import math
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,6 +29,7 @@ from cerm._errors import ConfigurationError
 from cerm.protocol import tree_size
 from cerm.training._artifacts import CHECKPOINTS, model_files, resolve_trained_dir
 from cerm.training._manifest import write_manifest
+from cerm.training._settings import settings_from_mapping
 
 logger = logging.getLogger("cerm")
 
@@ -171,11 +172,7 @@ class GRPOConfig:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> GRPOConfig:
         """Build from a mapping (a YAML section), refusing unknown keys by name."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigurationError(f"unknown GRPO setting(s) {unknown}; known: {sorted(known)}")
-        return cls(**dict(values))
+        return settings_from_mapping(cls, values, "GRPO")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -18,7 +18,7 @@ import logging
 import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,6 +27,7 @@ from cerm._errors import BackendUnavailableError, ConfigurationError
 from cerm.protocol import Conversation, evaluation_conversation
 from cerm.training._artifacts import CHECKPOINTS, model_files
 from cerm.training._manifest import file_digest, write_manifest
+from cerm.training._settings import settings_from_mapping
 
 logger = logging.getLogger("cerm")
 
@@ -128,11 +129,7 @@ class SFTConfig:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> SFTConfig:
         """Build from a mapping (a YAML section), refusing unknown keys by name."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigurationError(f"unknown SFT setting(s) {unknown}; known: {sorted(known)}")
-        return cls(**dict(values))
+        return settings_from_mapping(cls, values, "SFT")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -37,6 +37,7 @@ from cerm._slot._readers import SlotReader
 from cerm.protocol import SlotReadout
 from cerm.training._manifest import write_manifest
 from cerm.training._pairs import PreferencePair
+from cerm.training._settings import settings_from_mapping
 
 logger = logging.getLogger("cerm")
 
@@ -98,12 +99,8 @@ class SlotTrainConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> SlotTrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigurationError(f"unknown slot setting(s) {unknown}; known: {sorted(known)}")
         try:
-            return cls(**dict(values))
+            return settings_from_mapping(cls, values, "slot")
         except (TypeError, ValueError) as exc:
             raise ConfigurationError(f"slot config: {exc}") from exc
 

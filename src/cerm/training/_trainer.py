@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from cerm._errors import ConfigurationError
+from cerm.training._settings import settings_from_mapping
 
 logger = logging.getLogger("cerm")
 
@@ -45,11 +46,7 @@ def stage_config(stage: str, values: Mapping[str, Any]) -> Any:
         return SlotTrainConfig.from_dict(values)
     module, name = {"curate": ("_curate", "CurateConfig"), "teach": ("_teach", "TeachConfig")}[stage]
     cls = getattr(_stage_module(module), name)
-    known = set(getattr(cls, "__dataclass_fields__", {}))
-    unknown = sorted(set(values) - known) if known else []
-    if unknown:
-        raise ConfigurationError(f"unknown {stage} setting(s) {unknown}; known: {sorted(known)}")
-    return cls(**dict(values))
+    return settings_from_mapping(cls, values, stage)
 
 
 class Trainer:
