@@ -1,6 +1,6 @@
 """Scoring a Ray Dataset on a whole cluster: the criteria stage, then the evaluation stage, as two Ray Data stages.
 
-Experimental: its tests have not passed yet (see the README). Install with ``pip install 'ce-rm[ray]'``.
+Install with ``pip install 'ce-rm[ray]'``.
 
 >>> ds = ray.data.read_json("s3://bucket/pairs/")                         # doctest: +SKIP
 >>> scored = score_dataset(ds, functools.partial(Judge, "judge", backend="openai", base_urls=URLS))  # doctest: +SKIP
@@ -23,6 +23,12 @@ Design, and why:
 * Output columns added to every row: ``score`` (float, or null when not scored), ``status`` (``scored``,
   ``unscorable`` or ``error``), ``reason`` and ``criteria`` (the criteria text; ``--full``-style detail stays in
   cerm's own surfaces).
+
+* Room for Ray Data's own tasks: the two actor pools hold their CPUs for the whole run, and the shuffle that groups
+  rows by query runs as ordinary tasks that need a CPU too. Pools that take every CPU of the cluster leave the shuffle
+  waiting forever (a hang, not an error), so the runner refuses such a plan up front and says what to change: a
+  fraction of a CPU per actor for endpoint-pool clients (``actor_options={"num_cpus": 0.25}``), fewer actors, or a
+  bigger cluster (``check_resources=False`` for an autoscaling cluster that will grow).
 
 One criteria set per query (``JudgeConfig.criteria_sets == 1``); several evaluations per set
 (``evaluation_samples``) are fine.
@@ -182,14 +188,40 @@ class _EvaluationStage:
         return out
 
 
+def _fewest_actors(concurrency: int | tuple[int, ...], stage: str) -> int:
+    """The actors a pool starts with: an int, or the first of Ray's ``(min, max)`` / ``(min, max, initial)``."""
+    fewest = concurrency if isinstance(concurrency, int) else concurrency[0]
+    if fewest < 1:
+        raise ConfigurationError(f"{stage}_concurrency must start at least one actor, got {concurrency!r}")
+    return fewest
+
+
+def _check_room(ray: Any, actors: int, options: Mapping[str, Any]) -> None:
+    """Refuse pools that leave no CPU for Ray Data's shuffle and read tasks (they would wait forever)."""
+    if not ray.is_initialized():  # building a dataset starts Ray; without it there is no cluster to read yet
+        return
+    per_actor = float(options.get("num_cpus", 1.0))  # Ray Data's default: one CPU per actor
+    held = actors * per_actor
+    total = float(ray.cluster_resources().get("CPU", 0.0))
+    if total - held < 1.0:
+        raise ConfigurationError(
+            f"the two actor pools hold {held:g} of the cluster's {total:g} CPUs ({actors} actors x {per_actor:g}), "
+            "leaving less than one for Ray Data's shuffle and read tasks, so the run would wait forever. Give "
+            "endpoint-pool clients a fraction of a CPU (actor_options={'num_cpus': 0.25}), use fewer actors, or "
+            "pass check_resources=False on an autoscaling cluster that will add CPUs"
+        )
+
+
 def score_dataset(
     dataset: Any,
     make_judge: Callable[[], Judge],
     *,
-    criteria_concurrency: int = 1,
-    evaluation_concurrency: int = 1,
+    criteria_concurrency: int | tuple[int, ...] = 1,
+    evaluation_concurrency: int | tuple[int, ...] = 1,
     batch_size: int = 64,
     actor_options: Mapping[str, Any] | None = None,
+    shuffle_partitions: int | None = None,
+    check_resources: bool = True,
 ) -> Any:
     """Add ``score``, ``status``, ``reason`` and ``criteria`` columns to a Ray Dataset of ``query``/``response`` rows.
 
@@ -202,11 +234,15 @@ def score_dataset(
             autoscaling range).
         batch_size: rows per evaluation batch (one ``judge_batch`` call; its queries' rows are judged together).
         actor_options: Ray resources and options for both pools' actors, e.g. ``{"num_gpus": 1}`` for vLLM engines,
-            ``{"num_cpus": 0.5}`` for endpoint-pool clients, or ``{"max_restarts": 0}`` to fail instead of restart.
+            ``{"num_cpus": 0.25}`` for endpoint-pool clients, or ``{"max_restarts": 0}`` to fail instead of restart.
+        shuffle_partitions: partitions of the group-by-query shuffle (None: Ray's default, 200); a small dataset
+            runs faster with a few.
+        check_resources: refuse, before anything runs, actor pools that leave the cluster less than one CPU for
+            Ray Data's own tasks (a run that would hang). Turn off on an autoscaling cluster that will add CPUs.
 
     Returns the lazy output dataset: write it with Ray's writers (``write_json``, ``write_parquet``) or iterate it.
     """
-    _import_ray()
+    ray = _import_ray()
     if batch_size < 1:
         raise ConfigurationError(f"batch_size must be >= 1, got {batch_size}")
     columns = set(dataset.columns() or ())
@@ -216,8 +252,13 @@ def score_dataset(
     taken = sorted((columns & set(OUTPUT_COLUMNS)) | (columns & {_CARRIED}))
     if taken:
         raise ConfigurationError(f"the dataset already has the output column(s) {taken}; rename them first")
+    if shuffle_partitions is not None and shuffle_partitions < 1:
+        raise ConfigurationError(f"shuffle_partitions must be >= 1, got {shuffle_partitions}")
     options = dict(actor_options or {})
-    with_criteria = dataset.groupby("query").map_groups(
+    actors = _fewest_actors(criteria_concurrency, "criteria") + _fewest_actors(evaluation_concurrency, "evaluation")
+    if check_resources:
+        _check_room(ray, actors, options)
+    with_criteria = dataset.groupby("query", num_partitions=shuffle_partitions).map_groups(
         _CriteriaStage,
         fn_constructor_args=(make_judge,),
         concurrency=criteria_concurrency,
