@@ -17,6 +17,14 @@ and ``adaptive+expected`` (the tie-break with its expected-score first resort). 
 eval harness's default). Judge tokens: prompt + completion tokens of every generation (the mock counts words).
 
     PYTHONPATH=src python benchmarks/adaptive_ties.py --pairs 400 --seed 0
+
+With ``--model`` (e.g. ``demo``, the trained demo judge) the same methods run on a real model through the HF backend
+instead (loaded once; each method counts its own generations and the prompt + completion tokens the backend
+reported, through :class:`~cerm.backends.InstrumentedBackend`). Nothing is known in advance then: the table is what
+the model did. ``--with-expected`` adds the two expected-score rows (HF returns token probabilities).
+
+    PYTHONPATH=src OMP_NUM_THREADS=2 python benchmarks/adaptive_ties.py --model demo --pairs 24 --seed 0 \
+        --output benchmarks/results/adaptive_ties_demo.json
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from cerm import Completion, Judge, JudgeConfig, SamplingParams, TieBreak
-from cerm.backends import MockBackend, TokenLogprob
+from cerm.backends import Backend, InstrumentedBackend, MockBackend, TokenLogprob
 from cerm.protocol import Conversation
 from cerm.training import checkable_pairs
 
@@ -103,6 +111,21 @@ class ScriptedJudge:
         return completion
 
 
+class _Counted:
+    """A real backend's costs for one method, read the way the scripted judge counts them."""
+
+    def __init__(self, inner: Backend) -> None:
+        self.backend = InstrumentedBackend(inner)
+
+    @property
+    def generations(self) -> int:
+        return sum(len(conversations) for conversations, _ in self.backend.calls)
+
+    @property
+    def tokens(self) -> int:
+        return self.backend.prompt_tokens + self.backend.completion_tokens
+
+
 def _outcome(chosen: float | None, rejected: float | None, order: Sequence[int] | None = None) -> str:
     if chosen is None or rejected is None:
         return "unscored"
@@ -150,8 +173,15 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--noise", type=float, default=1.0, help="std of a sampled criteria set's view of a response")
     parser.add_argument("--bias", type=float, default=0.5, help="std of the greedy criteria set's bias per response")
-    parser.add_argument("--output", type=Path, default=RESULTS / "adaptive_ties.json")
+    parser.add_argument("--output", type=Path, default=None, help="JSON file (default: results/adaptive_ties*.json)")
+    parser.add_argument("--model", default=None, help="a real judge model for the HF backend (e.g. demo)")
+    parser.add_argument("--criteria-tokens", type=int, default=320, help="with --model: criteria token budget")
+    parser.add_argument("--evaluation-tokens", type=int, default=320, help="with --model: evaluation token budget")
+    parser.add_argument("--with-expected", action="store_true", help="with --model: the expected-score rows too")
     args = parser.parse_args()
+    if args.model is not None:
+        return run_model(args)
+    args.output = args.output or RESULTS / "adaptive_ties.json"
 
     pairs = checkable_pairs(args.pairs, seed=args.seed, split="heldout")
     rng = random.Random(f"adaptive-ties:{args.seed}")
@@ -218,6 +248,72 @@ def main() -> int:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+def run_model(args: argparse.Namespace) -> int:
+    """The methods on a real model: greedy, fixed k = 4, adaptive with the same maximum (and the expected rows)."""
+    from cerm.backends import create_backend
+
+    pairs = checkable_pairs(args.pairs, seed=args.seed, split="heldout")
+    items = [(p.prompt, [p.chosen, p.rejected]) for p in pairs]
+    inner = create_backend("hf", args.model, device="cpu")
+    budgets = {"criteria_max_new_tokens": args.criteria_tokens, "evaluation_max_new_tokens": args.evaluation_tokens}
+
+    def factory(**config: Any) -> Any:
+        def make() -> tuple[_Counted, Judge]:
+            counted = _Counted(inner)
+            return counted, Judge(counted.backend, config=JudgeConfig(seed=args.seed, **budgets, **config))
+
+        return make
+
+    methods: list[tuple[str, Any, TieBreak | None]] = [
+        ("greedy", factory(), None),
+        ("fixed k=4", factory(k=4), None),
+        ("adaptive (max 4 chains)", factory(), TieBreak(max_chains=4, expected_first=False)),
+    ]
+    if args.with_expected:
+        methods += [
+            ("expected readout", factory(score_readout="expected"), None),
+            ("adaptive+expected", factory(), TieBreak(max_chains=4)),
+        ]
+    print(
+        f"{len(pairs)} held-out checkable pairs (seed {args.seed}), model {args.model} ({inner.model_id}), "
+        f"budgets {args.criteria_tokens}/{args.evaluation_tokens} tokens"
+    )
+    header = f"{'method':<26} {'ties':>5} {'tie rate':>9} {'accuracy':>9} {'unscored':>9} {'generations':>12}"
+    print(f"{header} {'judge tokens':>13} {'seconds':>8}", flush=True)
+    rows = []
+    for name, make, tie in methods:
+        row = run_method(name, items, make, tie)
+        rows.append(row)
+        print(
+            f"{row['method']:<26} {row['ties']:>5} {row['tie_rate']:>9.3f} {row['accuracy']:>9.3f} "
+            f"{row['unscored']:>9} {row['generations']:>12} {row['judge_tokens']:>13} {row['seconds']:>8.0f}",
+            flush=True,
+        )
+    fixed_tokens = rows[1]["judge_tokens"]
+    for row in rows:
+        row["tokens_vs_fixed_k4"] = row["judge_tokens"] / fixed_tokens
+    print("judge tokens against fixed k=4: " + ", ".join(f"{r['method']} {r['tokens_vs_fixed_k4']:.2f}" for r in rows))
+    inner.close()
+    record = {
+        "benchmark": "adaptive_ties",
+        "command": " ".join(["python", *sys.argv]),
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()} python {platform.python_version()}",
+        "model": args.model,
+        "model_id": inner.model_id,
+        "pairs": len(pairs),
+        "seed": args.seed,
+        "criteria_max_new_tokens": args.criteria_tokens,
+        "evaluation_max_new_tokens": args.evaluation_tokens,
+        "rows": rows,
+    }
+    output = args.output or RESULTS / f"adaptive_ties_{args.model}.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {output}", file=sys.stderr)
     return 0
 
 
