@@ -313,7 +313,9 @@ def test_fixture_runs_give_the_official_numbers(name: str, headline: float | Non
     assert manifest["data_source"]["source"] == "local"
     assert manifest["judge"]["backend_settings"] == {"backend": "mock", "model": "mock-judge"}
     report = run.report.read_text(encoding="utf-8")
-    official = report.index(f"## {name}: official scoring")
+    heading = "official scoring" if name != "ppe-correctness" else "preset scoring, cerm's own rules"
+    assert result.official == (name != "ppe-correctness")  # PPE's official code could not be read
+    official = report.index(f"## {name}: {heading}")
     assert official < report.index("## Summary")  # the official layout comes first
     assert "coverage" in report[official : report.index("## Summary")]
     # Every score is kept per item, so --report-only can re-read the run under the preset's other rule.

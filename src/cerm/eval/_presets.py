@@ -92,7 +92,8 @@ class Table:
 
 @dataclass(frozen=True)
 class PresetScore:
-    """A benchmark's official figures: the headline, the official tables in the official order, and notes."""
+    """A benchmark's official figures: the headline, the official tables in the official order, and notes
+    (``official`` is False for a preset whose official code could not be read: its rules are cerm's own)."""
 
     benchmark: str
     rule: str
@@ -100,11 +101,13 @@ class PresetScore:
     tables: tuple[Table, ...]
     notes: tuple[str, ...] = ()
     extras: Mapping[str, Any] = field(default_factory=dict)
+    official: bool = True  # False where the official scoring code could not be read and the rules are cerm's own
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "benchmark": self.benchmark,
             "rule": self.rule,
+            "official": self.official,
             "headline": self.headline.to_dict(),
             "tables": [t.to_dict() for t in self.tables],
             "notes": list(self.notes),
@@ -710,7 +713,7 @@ def score_ppe_correctness(records: Sequence[Record], rule: str = "strict") -> Pr
         Table("Pairwise accuracy (correct vs incorrect responses of a row)", (*pair_rows, pairs_all)),
         Table("Best-of-K accuracy (the top-scored response is correct)", (*bok_rows, bok_all)),
     )
-    return PresetScore("ppe-correctness", rule, headline, tables, tuple(notes), extras)
+    return PresetScore("ppe-correctness", rule, headline, tables, tuple(notes), extras, official=False)
 
 
 # -- registry ----------------------------------------------------------------------------------------------------------

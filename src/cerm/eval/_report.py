@@ -100,7 +100,13 @@ def _domain_grid(table: Table) -> list[str]:
 def _benchmark_section(score: PresetScore, data_source: Mapping[str, Any] | None) -> list[str]:
     head = score.headline
     lines = [
-        f"## {score.benchmark}: official scoring (rule: {score.rule})",
+        f"## {score.benchmark}: "
+        + (
+            "official scoring"
+            if score.official
+            else "preset scoring, cerm's own rules (the official code was not read)"
+        )
+        + f" (rule: {score.rule})",
         "",
         f"**{head.name}: {_official(head.value)}** (coverage {_pct(head.coverage)}: {head.scored} of {head.items} "
         "items with every candidate scored)",
