@@ -4,10 +4,11 @@
     python examples/evaluate.py judgebench hub 20 512 cerm-eval     # JudgeBench from the Hugging Face Hub
     python examples/evaluate.py rm-bench ./RM-Bench 20               # a local copy of the hub's files
 
-BENCHMARK is a preset (rewardbench2, rewardbench, rm-bench, judgebench, llmbar), scored exactly as the benchmark's own
-code scores it. SOURCE is "hub" (the preset's pinned revision) or a local file or folder in the benchmark's raw schema
-(CI uses the small fixtures in tests/fixtures/benchmarks/). Rerun with the same OUT_DIR and it resumes instead of
-judging again (items whose judgment errored are judged again). Set CERM_MODEL for another judge.
+BENCHMARK is a preset (rewardbench2, rewardbench, rm-bench, judgebench, llmbar, ppe-correctness), scored exactly as the
+benchmark's own code scores it (ppe-correctness by cerm's own stated rules: PPE's code could not be read). SOURCE is
+"hub" (the preset's pinned revision) or a local file or folder in the benchmark's raw schema (CI uses the small
+fixtures in tests/fixtures/benchmarks/). Rerun with the same OUT_DIR and it resumes instead of judging again (items
+whose judgment errored are judged again). Set CERM_MODEL for another judge.
 """
 # ci: judgebench tests/fixtures/benchmarks/judgebench 2 8 {tmp}/eval
 # ci-requires: datasets matplotlib

@@ -72,6 +72,97 @@ def test_each_fixture_loads_through_load_dataset_in_its_raw_schema() -> None:
     assert neighbor.candidates[0] == "score=9 chat"  # label 2: output_2 is the chosen one
 
 
+PPE = FIXTURES / "ppe-correctness"
+PPE_GPQA_PIN = "b24236a5e93649b7875155c8669d1ecd1aff3112"
+
+
+def test_ppe_loads_each_set_from_its_own_folder_in_the_hub_schema() -> None:
+    data = load_benchmark("ppe-correctness", PPE)
+    assert sorted({i.subset for i in data.items}) == ["GPQA", "IFEval", "MATH", "MBPP-Plus", "MMLU-Pro"]
+    assert len(data.items) == 8
+    row = next(i for i in data.items if i.id == "ppe-MATH-q1-model-a")
+    # correct responses are chosen, incorrect rejected, in the row's order (response_1 ... response_K)
+    assert row.candidates == ("score=9 a", "score=3 b", "score=9 c", "score=5 d")
+    assert row.labels == ("chosen", "rejected", "rejected", "chosen")
+    assert row.meta == {"response_model": "model-a", "question_id": "q1"}
+    assert row.prompt == "Question q1 of MATH?"
+    assert "PPE-MATH-Best-of-K/data/train-00000-of-00001.parquet" in data.provenance["files"]
+
+
+def test_ppe_first_k_responses_and_the_other_sources(tmp_path: Path) -> None:
+    import datasets
+
+    data = load_benchmark("ppe", PPE, k=2)
+    assert data.provenance["k"] == 2
+    assert all(len(i.candidates) == len(i.labels) == len(i.styles) == 2 for i in data.items)
+    assert next(i for i in data.items if i.id == "ppe-MATH-q1-model-a").labels == ("chosen", "rejected")
+    with pytest.raises(DataError, match="applies to ppe-correctness, not judgebench"):
+        load_benchmark("judgebench", FIXTURES / "judgebench", k=2)
+    with pytest.raises(DataError, match="k must be >= 2"):
+        load_benchmark("ppe-correctness", PPE, k=1)
+
+    # one set's file on its own: the set is read from the folders of its path
+    one = load_benchmark("ppe-correctness", PPE / "PPE-GPQA-Best-of-K" / "data" / "train-00000-of-00001.parquet")
+    assert [i.subset for i in one.items] == ["GPQA"]
+    # a DatasetDict keyed by set name
+    rows = datasets.load_dataset("parquet", data_files=str(one.provenance["path"]), split="train")
+    by_set = load_benchmark("ppe-correctness", datasets.DatasetDict({"IFEval": rows}))
+    assert [i.subset for i in by_set.items] == ["IFEval"]
+    # a file whose path names no set is refused, with the layout to use
+    alone = tmp_path / "train-00000-of-00001.parquet"
+    rows.to_parquet(str(alone))
+    with pytest.raises(DataError, match=r"no PPE set for this row.*DIR/PPE-MATH-Best-of-K/"):
+        load_benchmark("ppe-correctness", alone)
+    bad = tmp_path / "MATH" / "train.jsonl"
+    bad.parent.mkdir()
+    bad.write_text(json.dumps({"prompt": "q", "response_1": "a", "response_2": "b", "scores": [True]}) + "\n")
+    with pytest.raises(DataError, match=r"'scores' must hold one boolean per response \(2\)"):
+        load_benchmark("ppe-correctness", tmp_path / "MATH")
+
+
+def test_ppe_from_the_hub_reads_each_set_at_its_own_revision(monkeypatch: pytest.MonkeyPatch) -> None:
+    import datasets
+    import huggingface_hub
+
+    calls: list[tuple[str, str, str]] = []
+    tables = {
+        f"lmarena-ai/{folder.name}": datasets.load_dataset(
+            "parquet", data_files=str(folder / "data" / "train-00000-of-00001.parquet"), split="train"
+        )
+        for folder in PPE.iterdir()
+    }
+
+    def fake_load(path: str, name: Any = None, *, split: str, revision: str) -> Any:
+        calls.append((path, split, revision))
+        return tables[path]
+
+    def fake_info(self: Any, repo_id: str, *, revision: str) -> Any:
+        return SimpleNamespace(sha=revision if len(revision) == 40 else "f" * 40)
+
+    monkeypatch.delenv("CERM_DATA_DIR", raising=False)
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    monkeypatch.setattr(huggingface_hub.HfApi, "dataset_info", fake_info)
+    data = load_benchmark("ppe-correctness")
+    assert calls == [
+        ("lmarena-ai/PPE-MMLU-Pro-Best-of-K", "train", "f" * 40),
+        ("lmarena-ai/PPE-MATH-Best-of-K", "train", "f" * 40),
+        ("lmarena-ai/PPE-GPQA-Best-of-K", "train", PPE_GPQA_PIN),
+        ("lmarena-ai/PPE-IFEval-Best-of-K", "train", "f" * 40),
+        ("lmarena-ai/PPE-MBPP-Plus-Best-of-K", "train", "f" * 40),
+    ]
+    assert len(data.items) == 8
+    parts = {p["part"]: p for p in data.provenance["parts"]}
+    assert (parts["GPQA"]["revision"], parts["GPQA"]["resolved_revision"]) == (PPE_GPQA_PIN, PPE_GPQA_PIN)
+    assert (parts["MATH"]["revision"], parts["MATH"]["resolved_revision"]) == ("main", "f" * 40)
+    assert parts["MATH"]["url"] == "https://huggingface.co/datasets/lmarena-ai/PPE-MATH-Best-of-K"
+    calls.clear()
+    only = load_benchmark("ppe-correctness", splits=["MATH"])
+    assert [c[0] for c in calls] == ["lmarena-ai/PPE-MATH-Best-of-K"]
+    assert {i.subset for i in only.items} == {"MATH"}
+    with pytest.raises(DataError, match="no part"):
+        load_benchmark("ppe-correctness", splits=["HumanEval"])
+
+
 def test_a_datasets_object_and_cerm_data_dir_are_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     import datasets
 
@@ -202,6 +293,8 @@ def test_bad_raw_rows_name_the_problem(tmp_path: Path) -> None:
         ("rm-bench", None),  # math missing: no headline
         ("rewardbench", (0.5 + 1 + 0 + 984 / 1148) / 4),
         ("llmbar", (100 * 0.5 + 134 * 1) / 234),
+        # pairwise per set: MMLU-Pro 1, MATH .5, GPQA .5, IFEval 0 (all unrated), MBPP-Plus .5 (one ERROR): mean of five
+        ("ppe-correctness", 0.5),
     ],
 )
 def test_fixture_runs_give_the_official_numbers(name: str, headline: float | None, tmp_path: Path) -> None:
@@ -220,7 +313,9 @@ def test_fixture_runs_give_the_official_numbers(name: str, headline: float | Non
     assert manifest["data_source"]["source"] == "local"
     assert manifest["judge"]["backend_settings"] == {"backend": "mock", "model": "mock-judge"}
     report = run.report.read_text(encoding="utf-8")
-    official = report.index(f"## {name}: official scoring")
+    heading = "official scoring" if name != "ppe-correctness" else "preset scoring, cerm's own rules"
+    assert result.official == (name != "ppe-correctness")  # PPE's official code could not be read
+    official = report.index(f"## {name}: {heading}")
     assert official < report.index("## Summary")  # the official layout comes first
     assert "coverage" in report[official : report.index("## Summary")]
     # Every score is kept per item, so --report-only can re-read the run under the preset's other rule.
@@ -270,6 +365,38 @@ def test_cli_refuses_preset_options_without_a_preset(tmp_path: Path, capsys: pyt
     assert main(["eval", "--benchmark", "judgebench", "--rule", "both", "--data", str(FIXTURES / "judgebench"),
                  "--out", str(tmp_path / "o"), "--model", "nosuch-model-for-this-test"]) == 2  # fmt: skip
     assert "--rule must be one of pointwise, single_game" in capsys.readouterr().err
+    assert main(["eval", "--data", str(mine), "--ppe-k", "4", "--out", str(tmp_path / "o")]) == 2
+    assert "add --benchmark NAME" in capsys.readouterr().err
+
+
+def test_cli_ppe_with_the_first_k_responses(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cerm.cli._common as common
+    from cerm.cli import main
+
+    def scripted_judge(args: Any) -> Judge:
+        return Judge(MockBackend(scripted(score_of)), config=common.config_from_args(args))
+
+    monkeypatch.setattr(common, "judge_from_args", scripted_judge)
+    out = tmp_path / "ppe"
+    code = main(["eval", "--benchmark", "ppe-correctness", "--data", str(PPE), "--ppe-k", "2", "--out", str(out),
+                 "--no-plots", "--no-progress"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 5, err  # EXIT_ERRORED: MBPP-Plus's first response errors (no judgment): the run says so
+    manifest = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    assert manifest["data_source"]["k"] == 2
+    records = [json.loads(line) for line in (out / "results.jsonl").open()]
+    assert all(len(r["candidates"]) == 2 for r in records)
+    # first two responses only: MMLU-Pro m3 (correct 6 vs 4) 1, MATH a (correct 9 vs 3) 1 and b (correct 7 vs 2) 1,
+    # GPQA (8, 8 both correct) no pair, IFEval unrated 0, MBPP-Plus error 0
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    rows = {r["name"]: r["value"] for r in metrics["benchmark"]["tables"][0]["rows"]}
+    assert rows == {"MMLU-Pro": 1.0, "MATH": 1.0, "GPQA": None, "IFEval": 0.0, "MBPP-Plus": 0.0,
+                    "Mean of the five sets": None}  # fmt: skip
+    # a set without a pairwise figure leaves the mean of the five uncomputed; the mean of the others is shown apart
+    assert metrics["benchmark"]["extras"]["pairwise_mean_of_present_sets"] == pytest.approx((1 + 1 + 0 + 0) / 4)
+    assert "ppe-correctness Pairwise accuracy, mean of the five sets: n/a" in err
 
 
 def test_a_hub_download_folder_loads_with_its_cache_ignored(tmp_path: Path) -> None:

@@ -14,6 +14,8 @@ import pytest
 
 from cerm.eval import (
     compute_metrics,
+    ppe_best_of_k_credit,
+    ppe_pairwise_credit,
     rb2_best_of_4_credit,
     rb2_ties_score,
     render_report,
@@ -254,6 +256,119 @@ def test_llmbar_rating_rule_averages_both_orders() -> None:
     result = score_benchmark("llmbar", LLMBAR, rule="llmbar_rating")
     rows = {row.name: row.value for row in result.tables[0].rows}
     assert rows == {"llmbar-natural": 0.75, "llmbar-adver-neighbor": 0.5}
+
+
+# -- PPE correctness ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("correct", "incorrect", "strict", "tie_half"),
+    [
+        ([9, 5], [3, 9], 2 / 4, 2.5 / 4),  # (9,3) win, (9,9) tie, (5,3) win, (5,9) loss
+        ([7, 4], [2, None], 2 / 4, 2 / 4),  # an unrated incorrect response: its two pairs earn 0 under both rules
+        ([None], [3, 1], 0.0, 0.0),  # unrated correct response: never credit
+        ([8, 8], [8, 1], 2 / 4, 3 / 4),  # (8,8) twice tied, (8,1) twice won
+        ([6], [6, 6, 6], 0.0, 0.5),  # only ties
+        ([3, 5], [], None, None),  # every response correct: no pair
+        ([], [9, 2], None, None),  # none correct: no pair
+    ],
+)
+def test_ppe_pairwise_credit_of_a_row(
+    correct: list[float | None], incorrect: list[float | None], strict: float | None, tie_half: float | None
+) -> None:
+    assert ppe_pairwise_credit(correct, incorrect, 0.0) == strict
+    assert ppe_pairwise_credit(correct, incorrect, 0.5) == tie_half
+
+
+@pytest.mark.parametrize(
+    ("correct", "incorrect", "expected"),
+    [
+        ([9, 5], [3, 8], 1.0),  # the top (9) is correct, alone
+        ([9, 5], [3, 9], 0.5),  # 9 tied between one correct and one incorrect response
+        ([8, 8], [8, 1], 2 / 3),  # three tied at the top, two of them correct
+        ([5], [9, None], 0.0),  # an incorrect response on top
+        ([4], [None, None, 2], 1.0),  # unrated responses are never picked: 4 tops the rated ones
+        ([None], [None, None], 0.0),  # nothing rated: nothing picked, no credit
+        ([3, None, 1], [], 1.0),  # every response correct: any rated pick is right
+        ([], [9, 2, 1], 0.0),  # none correct: no pick can be right
+    ],
+)
+def test_ppe_best_of_k_credit_of_a_row(
+    correct: list[float | None], incorrect: list[float | None], expected: float
+) -> None:
+    assert ppe_best_of_k_credit(correct, incorrect) == pytest.approx(expected)
+
+
+def ppe_row(rid: str, subset: str, scores: list[Score], correct: list[bool]) -> dict[str, Any]:
+    return {
+        "id": rid,
+        "category": subset,
+        "subset": subset,
+        "meta": {},
+        "candidates": [cand("chosen" if ok else "rejected", s) for s, ok in zip(scores, correct, strict=True)],
+    }
+
+
+PPE = [
+    ppe_row("a", "MATH", [9, 3, 9, 5], [True, False, False, True]),  # pairs 2/4; best-of-K 1/2
+    ppe_row("b", "MATH", [2, 7, None, 4], [False, True, False, True]),  # pairs 2/4; best-of-K 1 (7 on top)
+    ppe_row("c", "GPQA", [8, 8, 8, 1], [True, True, False, False]),  # pairs 2/4 (3/4 tie_half); best-of-K 2/3
+    ppe_row("d", "MMLU-Pro", [3, 5, None, 1], [True] * 4),  # no pair; best-of-K 1
+    ppe_row("e", "MMLU-Pro", [9, 2, 1, 0], [False] * 4),  # no pair; best-of-K 0
+    ppe_row("f", "MMLU-Pro", [6, 4, 4, 4], [True, False, False, False]),  # pairs 1; best-of-K 1
+    ppe_row("g", "IFEval", [None] * 4, [True, False, False, False]),  # pairs 0; best-of-K 0
+    ppe_row("h", "MBPP-Plus", ["error", 5, 6, 2], [True, False, True, False]),  # pairs 2/4; best-of-K 1 (6 on top)
+]
+
+
+def test_ppe_correctness_per_set_headline_and_coverage() -> None:
+    result = score_benchmark("ppe-correctness", PPE)
+    pairwise = {row.name: row for row in result.tables[0].rows}
+    best = {row.name: row for row in result.tables[1].rows}
+    assert list(pairwise) == ["MMLU-Pro", "MATH", "GPQA", "IFEval", "MBPP-Plus", "Mean of the five sets"]
+    assert {k: v.value for k, v in pairwise.items()} == pytest.approx(
+        {"MMLU-Pro": 1.0, "MATH": 0.5, "GPQA": 0.5, "IFEval": 0.0, "MBPP-Plus": 0.5, "Mean of the five sets": 0.5}
+    )
+    # Pairwise covers rows with a pair (MMLU-Pro: 1 of 3); coverage = rows with every response scored.
+    assert (pairwise["MMLU-Pro"].items, pairwise["MMLU-Pro"].scored) == (1, 1)
+    assert (pairwise["MATH"].items, pairwise["MATH"].scored) == (2, 1)
+    assert pairwise["IFEval"].coverage == 0.0
+    assert {k: v.value for k, v in best.items()} == pytest.approx(
+        {
+            "MMLU-Pro": 2 / 3,
+            "MATH": 0.75,
+            "GPQA": 2 / 3,
+            "IFEval": 0.0,
+            "MBPP-Plus": 1.0,
+            "Mean of the five sets": (2 / 3 + 0.75 + 2 / 3 + 0 + 1) / 5,
+        }
+    )
+    assert (best["MMLU-Pro"].items, best["MMLU-Pro"].scored) == (3, 2)
+    assert result.headline.value == pytest.approx(0.5)
+    assert (result.headline.items, result.headline.scored) == (6, 3)
+    assert any("2 row(s) with every response correct, or none" in note for note in result.notes)
+    # Reference points of the data alone: a random pick's expected correctness, and a perfect pick's.
+    random_pick = ((2 / 4 + 2 / 4) / 2 + 2 / 4 + (1 + 0 + 1 / 4) / 3 + 1 / 4 + 2 / 4) / 5
+    assert result.extras["best_of_k_random_pick"] == pytest.approx(random_pick)
+    assert result.extras["best_of_k_oracle"] == pytest.approx((1 + 1 + 2 / 3 + 1 + 1) / 5)
+
+
+def test_ppe_correctness_tie_half_rule() -> None:
+    result = score_benchmark("ppe", PPE, rule="tie_half")
+    pairwise = {row.name: row.value for row in result.tables[0].rows}
+    # MATH: row a 2.5/4, row b 2/4; GPQA 3/4; the others have no tie.
+    assert pairwise["MATH"] == pytest.approx((2.5 / 4 + 2 / 4) / 2)
+    assert pairwise["GPQA"] == pytest.approx(3 / 4)
+    assert result.headline.value == pytest.approx((1 + (2.5 / 4 + 2 / 4) / 2 + 3 / 4 + 0 + 0.5) / 5)
+    best = {row.name: row.value for row in result.tables[1].rows}
+    assert best["GPQA"] == pytest.approx(2 / 3)  # best-of-K shares a tied top whatever the pairwise rule
+
+
+def test_ppe_correctness_missing_set_has_no_headline() -> None:
+    result = score_benchmark("ppe-correctness", [r for r in PPE if r["subset"] != "GPQA"])
+    assert result.headline.value is None
+    assert result.tables[1].rows[-1].value is None
+    assert any("GPQA missing" in note for note in result.notes)
+    assert result.extras["pairwise_mean_of_present_sets"] == pytest.approx((1 + 0.5 + 0 + 0.5) / 4)
+    assert result.extras["best_of_k_mean_of_present_sets"] == pytest.approx((2 / 3 + 0.75 + 0 + 1) / 4)
 
 
 # -- generic defaults --------------------------------------------------------------------------------------------------

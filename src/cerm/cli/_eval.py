@@ -15,14 +15,17 @@ examples:
   cerm eval --benchmark rewardbench2 --limit 100 --data-seed 0 --out runs/rb2      # from the Hugging Face Hub
   cerm eval --benchmark judgebench --rule single_game --out runs/jb
   cerm eval --benchmark rm-bench --data ./RM-Bench/ --out runs/rmb                  # the hub's files, local
+  cerm eval --benchmark ppe-correctness --ppe-k 8 --limit 200 --data-seed 0 --out runs/ppe
   cerm eval --data my_pairs.jsonl --model PKU-ONELab/CE-RM-4B --out runs/mine
   cerm eval --out runs/rb2 --report-only --rule official                            # re-read, no judging
 
---benchmark (rewardbench2, rewardbench, rm-bench, judgebench, llmbar) loads the benchmark from the Hugging Face Hub at
-its pinned commit, or its default branch where it pins none, and records the commit read (--revision to change it),
-or from $CERM_DATA_DIR/<name>/, or from --data (a local copy of the hub's files, the authors' release files, or
-cerm's normalized all.jsonl), and the report opens with the benchmark's official figures, computed with the official
-rule (--rule picks another of the preset's rules), each with its coverage.
+--benchmark (rewardbench2, rewardbench, rm-bench, judgebench, llmbar, ppe-correctness) loads the benchmark from the
+Hugging Face Hub at its pinned commit, or its default branch where it pins none, and records the commit read
+(--revision to change it), or from $CERM_DATA_DIR/<name>/, or from --data (a local copy of the hub's files, the
+authors' release files, or cerm's normalized all.jsonl), and the report opens with the benchmark's official figures,
+computed with the official rule (--rule picks another of the preset's rules), each with its coverage. PPE's official
+code could not be read: its rules are cerm's own, stated in benchmarks/README.md. --ppe-k K judges only the first K
+responses of each PPE row.
 
 --data alone is your own JSONL in cerm's normalized schema ({"id", "prompt", "chosen", "rejected": [...], "category",
 "subset", "meta"}) or a folder holding all.jsonl. --data-seed picks the slice (a seeded sample of --limit items; without
@@ -49,13 +52,20 @@ def register(subparsers: Any) -> None:
     group.add_argument(
         "--benchmark",
         metavar="NAME",
-        help="benchmark preset: rewardbench2, rewardbench, rm-bench, judgebench, llmbar (official scoring)",
+        help="benchmark preset: rewardbench2, rewardbench, rm-bench, judgebench, llmbar, ppe-correctness (official "
+        "scoring where the official code could be read)",
     )
     group.add_argument("--rule", help="another of the preset's scoring rules (see benchmarks/README.md)")
     group.add_argument(
         "--revision",
         help="hub revision of the benchmark: a branch, tag or full commit id (default: the preset's pinned commit, "
         "else main)",
+    )
+    group.add_argument(
+        "--ppe-k",
+        type=int,
+        metavar="K",
+        help="ppe-correctness: judge only the first K responses of each row (default: all 32), to keep the cost down",
     )
     group.add_argument("--data", help="your JSONL file or folder; with --benchmark, a local copy of the benchmark")
     group.add_argument("--out", required=True, metavar="DIR", help="output folder (rerun into it to resume)")
@@ -97,8 +107,8 @@ def run(args: argparse.Namespace) -> int:
         return _report_only(args)
     if not args.data and not args.benchmark:
         raise InputError("give --benchmark NAME, --data (your JSONL file), or --report-only")
-    if not args.benchmark and (args.rule or args.revision):
-        raise InputError("--rule and --revision belong to a benchmark preset: add --benchmark NAME")
+    if not args.benchmark and (args.rule or args.revision or args.ppe_k is not None):
+        raise InputError("--rule, --revision and --ppe-k belong to a benchmark preset: add --benchmark NAME")
     if args.batch_size < 1:
         raise InputError("--batch-size must be >= 1")
     if args.limit is not None and args.limit < 1:
@@ -113,7 +123,9 @@ def run(args: argparse.Namespace) -> int:
             rules = SCORERS[benchmark][2]
             if args.rule is not None and args.rule not in rules:  # before the (slow) data and model loads
                 raise InputError(f"{benchmark}: --rule must be one of {', '.join(rules)}, got {args.rule!r}")
-            loaded = load_benchmark(benchmark, args.data, revision=args.revision, limit=args.limit, seed=args.data_seed)
+            loaded = load_benchmark(
+                benchmark, args.data, revision=args.revision, limit=args.limit, seed=args.data_seed, k=args.ppe_k
+            )
             items, source = loaded.items, loaded.provenance
         else:
             items = load_items(args.data, limit=args.limit, seed=args.data_seed)

@@ -7,9 +7,10 @@
 ...                data_source=data.provenance)                                # doctest: +SKIP
 >>> run.metrics["benchmark"].headline.value                                    # doctest: +SKIP
 
-Benchmark presets (``rewardbench2``, ``rewardbench``, ``rm-bench``, ``judgebench``, ``llmbar``) load from the Hugging
-Face Hub at a pinned commit or the default branch, the commit read recorded (or ``$CERM_DATA_DIR``, a local folder or
-file, a ``datasets.Dataset``) and are scored exactly as their authors' code scores them (:mod:`cerm.eval._presets`).
+Benchmark presets (``rewardbench2``, ``rewardbench``, ``rm-bench``, ``judgebench``, ``llmbar``, ``ppe-correctness``)
+load from the Hugging Face Hub at a pinned commit or the default branch, the commit read recorded (or
+``$CERM_DATA_DIR``, a local folder or file, a ``datasets.Dataset``) and are scored exactly as their authors' code scores
+them (:mod:`cerm.eval._presets`; PPE's code could not be read, so its rules are cerm's own, stated there).
 Your own data is the normalized preference JSONL (the schema is in the README's evaluation section;
 :func:`load_items`). Plots need ``pip install 'ce-rm[eval]'``.
 """
@@ -53,6 +54,8 @@ from cerm.eval._presets import (
     Figure,
     PresetScore,
     Table,
+    ppe_best_of_k_credit,
+    ppe_pairwise_credit,
     preset_name,
     rb2_best_of_4_credit,
     rb2_ties_score,
@@ -103,6 +106,8 @@ __all__ = [
     "outcome",
     "pair_stats",
     "pairs",
+    "ppe_best_of_k_credit",
+    "ppe_pairwise_credit",
     "preset_name",
     "rb2_best_of_4_credit",
     "rb2_ties_score",

@@ -11,6 +11,7 @@ folder holding ``all.jsonl`` in cerm's normalized preference schema is read as s
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -57,6 +58,10 @@ class HubSource:
     subset_prefix: str | None = None  # keep only rows whose ``subset`` starts with this (LLMBar inside RewardBench)
     folders: tuple[str, ...] = ()  # folder names looked up under $CERM_DATA_DIR
     written_against: str | None = None
+    # A benchmark published as several hub datasets (PPE: one per source set) lists them here, each with its own
+    # revision; ``part`` is such a dataset's name within its benchmark (the set name its rows are tagged with).
+    parts: tuple[HubSource, ...] = ()
+    part: str | None = None
 
     def __post_init__(self) -> None:
         if self.revision is not None and not _FULL_COMMIT.fullmatch(self.revision):
@@ -66,12 +71,22 @@ class HubSource:
         return f"https://huggingface.co/datasets/{self.hub_id}"
 
 
+def _ppe_part(name: str, revision: str | None, written_against: str | None) -> HubSource:
+    hub_id = f"lmarena-ai/PPE-{name}-Best-of-K"
+    folder = f"ppe-correctness/PPE-{name}-Best-of-K"
+    return HubSource(hub_id, ("train",), revision, folders=(folder,), written_against=written_against, part=name)
+
+
 # Pins are full commit ids found in published material (none could be checked against the hub from the machine cerm
 # was written on). RewardBench 2: the commit whose dataset card other projects cite
 # (huggingface.co/datasets/allenai/reward-bench-2/raw/7ff08853b0d5686e79b13fda8677024f566a104a/README.md), which is the
 # "7ff0885" the hub's page showed. RewardBench: the commit in the hub's own history URL
 # (huggingface.co/datasets/allenai/reward-bench/commits/8def74f33ce5c3b78bafcbed9a7a1887f427701b/data). RM-Bench and
 # JudgeBench: only the short ids the hub's pages print were found, so no pin: the default branch, resolved at load.
+# PPE: one dataset per set. GPQA's full commit is in the hub's own tree URL
+# (huggingface.co/datasets/lmarena-ai/PPE-GPQA-Best-of-K/tree/b24236a5e93649b7875155c8669d1ecd1aff3112, its "Upload
+# dataset" commit; later commits changed README.md only); for the others only the short ids of the hub's pages were
+# found (MBPP-Plus: none for its main branch), so they load the default branch, resolved at load.
 HUB_SOURCES: dict[str, HubSource] = {
     "rewardbench2": HubSource(
         "allenai/reward-bench-2",
@@ -97,6 +112,19 @@ HUB_SOURCES: dict[str, HubSource] = {
         "8def74f33ce5c3b78bafcbed9a7a1887f427701b",
         subset_prefix="llmbar-",
         folders=("llmbar",),
+    ),
+    "ppe-correctness": HubSource(
+        "lmarena-ai/PPE-{set}-Best-of-K",
+        ("train",),
+        None,
+        folders=("ppe-correctness", "ppe"),
+        parts=(
+            _ppe_part("MMLU-Pro", None, "d3a309b"),
+            _ppe_part("MATH", None, "c46ce3c"),
+            _ppe_part("GPQA", "b24236a5e93649b7875155c8669d1ecd1aff3112", None),
+            _ppe_part("IFEval", None, "a4f7fae"),
+            _ppe_part("MBPP-Plus", None, None),
+        ),
     ),
 }
 
@@ -249,12 +277,74 @@ def adapt_llmbar(row: Mapping[str, Any], where: str) -> EvalItem:
     )
 
 
+def _ppe_set_of(row: Mapping[str, Any], where: str) -> str:
+    """The PPE set a row belongs to: the hub dataset it was read from, the ``DatasetDict`` split it came in, or a folder
+    of its file's path (``PPE-MATH-Best-of-K/data/train-...parquet`` or ``MATH/...``)."""
+    from cerm.eval._presets import PPE_SETS
+
+    by_name = {s.lower(): s for s in PPE_SETS} | {f"ppe-{s.lower()}-best-of-k": s for s in PPE_SETS}
+    for key in ("_set", "_split"):
+        value = str(row.get(key) or "").lower()
+        if value in by_name:
+            return by_name[value]
+    for key in ("_file", "_folder"):
+        for part in reversed(Path(str(row.get(key) or "")).parts):
+            if part.lower() in by_name:
+                return by_name[part.lower()]
+    raise DataError(
+        f"{where}: no PPE set for this row: give each set's files in a folder named after it "
+        "(DIR/PPE-MATH-Best-of-K/ as the hub download writes it, or DIR/MATH/), or a DatasetDict keyed by set name"
+    )
+
+
+def adapt_ppe(row: Mapping[str, Any], where: str) -> EvalItem:
+    """PPE's best-of-K rows: ``prompt``, ``question_id``, ``model_name``, ``response_1`` ... ``response_K`` and
+    ``scores`` (K booleans: is each response correct). Correct responses are ``chosen``, incorrect ones ``rejected``,
+    in the row's order (so the first k are the first k responses)."""
+    name = _ppe_set_of(row, where)
+    responses: list[str] = []
+    while f"response_{len(responses) + 1}" in row:
+        key = f"response_{len(responses) + 1}"
+        value = row[key]
+        if not isinstance(value, str):
+            raise DataError(f"{where}: {key!r} must be a string, got {type(value).__name__}")
+        responses.append(value)
+    if not responses:
+        raise DataError(f"{where}: no 'response_1': not a PPE best-of-K row")
+    scores = row.get("scores")
+    if (
+        not isinstance(scores, (list, tuple))
+        or len(scores) != len(responses)
+        or not all(isinstance(v, bool) or (isinstance(v, int) and v in (0, 1)) for v in scores)
+    ):
+        raise DataError(f"{where}: 'scores' must hold one boolean per response ({len(responses)}), got {scores!r:.80}")
+    question = row.get("question_id", row.get("_index", where))
+    model = str(row.get("model_name") or "unknown")
+    return EvalItem(
+        id=f"ppe-{name}-{question}-{model}",
+        source="ppe-correctness",
+        category=name,
+        subset=name,
+        prompt=_text(row, "prompt", where),
+        candidates=tuple(responses),
+        labels=tuple("chosen" if v else "rejected" for v in scores),
+        styles=(None,) * len(responses),
+        meta={"response_model": model, "question_id": question},
+    )
+
+
+def first_k(item: EvalItem, k: int) -> EvalItem:
+    """The item with only its first ``k`` candidates (a best-of-K row judged as best-of-k, to keep cost down)."""
+    return dataclasses.replace(item, candidates=item.candidates[:k], labels=item.labels[:k], styles=item.styles[:k])
+
+
 ADAPTERS: dict[str, Callable[[Mapping[str, Any], str], EvalItem]] = {
     "rewardbench2": adapt_rewardbench2,
     "rewardbench": adapt_rewardbench,
     "rm-bench": adapt_rm_bench,
     "judgebench": adapt_judgebench,
     "llmbar": adapt_llmbar,
+    "ppe-correctness": adapt_ppe,
 }
 
 
@@ -365,9 +455,11 @@ def _resolve_revision(hub: HubSource, revision: str) -> tuple[str | None, str | 
     return commit, None
 
 
-def _from_hub(name: str, hub: HubSource, revision: str, splits: Sequence[str]) -> list[EvalItem]:
+def _hub_rows(name: str, hub: HubSource, revision: str, splits: Sequence[str]) -> list[dict[str, Any]]:
     datasets = _import_datasets()
     rows: list[dict[str, Any]] = []
+    # A part of a benchmark goes into its own folder of DIR (DIR/PPE-MATH-Best-of-K), so every part fits in one DIR.
+    local_dir = f"DIR/{Path(hub.folders[0]).name}" if hub.part else "DIR"
     for split in splits:
         try:
             table = datasets.load_dataset(hub.hub_id, hub.config, split=split, revision=revision)
@@ -375,12 +467,57 @@ def _from_hub(name: str, hub: HubSource, revision: str, splits: Sequence[str]) -
             raise DataError(
                 f"could not load {name} from the Hugging Face Hub ({hub.hub_id}, split {split!r}, revision "
                 f"{revision!r}): {type(exc).__name__}: {exc}. Offline? Download it where you have network "
-                f"(huggingface-cli download --repo-type dataset {hub.hub_id} --revision {revision} --local-dir DIR) "
-                f"and pass the folder (cerm eval --benchmark {name} --data DIR, or load_benchmark({name!r}, DIR)), "
-                f"or set ${DATA_DIR_ENV} to a folder holding {hub.folders[0]}/"
+                f"(huggingface-cli download --repo-type dataset {hub.hub_id} --revision {revision} "
+                f"--local-dir {local_dir}) and pass the folder (cerm eval --benchmark {name} --data DIR, or "
+                f"load_benchmark({name!r}, DIR)), or set ${DATA_DIR_ENV} to a folder holding {hub.folders[0]}/"
             ) from exc
-        rows.extend({**raw, "_index": i} for i, raw in enumerate(table))
-    return _adapt_all(name, rows, hub.hub_id, hub)
+        tag = {"_set": hub.part} if hub.part else {}
+        rows.extend({**raw, "_index": i, **tag} for i, raw in enumerate(table))
+    return rows
+
+
+def _hub_provenance(
+    hub: HubSource, splits: Sequence[str], requested: str, commit: str | None, unresolved: str | None
+) -> dict[str, Any]:
+    provenance: dict[str, Any] = {
+        "hub_id": hub.hub_id,
+        "config": hub.config,
+        "splits": list(splits),
+        "revision": requested,
+        "resolved_revision": commit,
+        "url": hub.url(),
+    }
+    if unresolved is not None:
+        provenance["revision_note"] = f"not resolved to a commit ({unresolved}); loaded as {requested!r}"
+    return provenance
+
+
+def _from_hub(
+    name: str, hub: HubSource, revision: str | None, splits: Sequence[str]
+) -> tuple[list[EvalItem], dict[str, Any]]:
+    """Every split of the preset's dataset read from the one commit ``revision`` (or its pin, or the default branch)
+    resolves to; a benchmark made of several datasets (``parts``) reads each the same way and records each."""
+    if not hub.parts:
+        requested = revision or hub.revision or DEFAULT_BRANCH
+        commit, unresolved = _resolve_revision(hub, requested)
+        rows = _hub_rows(name, hub, commit or requested, splits)
+        return _adapt_all(name, rows, hub.hub_id, hub), {
+            "source": "hub",
+            **_hub_provenance(hub, splits, requested, commit, unresolved),
+        }
+    known = [p.part for p in hub.parts]
+    unknown = [s for s in splits if s not in known and s not in hub.splits]
+    if unknown:
+        raise DataError(f"{name}: no part(s) {', '.join(unknown)}; its parts are {', '.join(map(str, known))}")
+    chosen = [p for p in hub.parts if p.part in splits] or list(hub.parts)
+    rows = []
+    parts: list[dict[str, Any]] = []
+    for part in chosen:
+        requested = revision or part.revision or DEFAULT_BRANCH
+        commit, unresolved = _resolve_revision(part, requested)
+        rows.extend(_hub_rows(name, part, commit or requested, part.splits))
+        parts.append({"part": part.part, **_hub_provenance(part, part.splits, requested, commit, unresolved)})
+    return _adapt_all(name, rows, hub.hub_id, hub), {"source": "hub", "hub_id": hub.hub_id, "parts": parts}
 
 
 def load_benchmark(
@@ -391,6 +528,7 @@ def load_benchmark(
     splits: Sequence[str] | None = None,
     limit: int | None = None,
     seed: int | None = None,
+    k: int | None = None,
 ) -> BenchmarkData:
     """Load a benchmark preset's items and say where they came from.
 
@@ -401,12 +539,19 @@ def load_benchmark(
     2. ``$CERM_DATA_DIR/<name>/`` when it exists;
     3. the Hugging Face Hub: the preset's dataset and splits, at its pinned commit or, for a preset without one, the
        default branch (override with ``revision=``). The commit the revision resolves to is asked of the hub first,
-       every split is read from it, and it is recorded (``provenance["resolved_revision"]``).
+       every split is read from it, and it is recorded (``provenance["resolved_revision"]``). A benchmark published
+       as several datasets (``ppe-correctness``: one per set) reads each so and records each under
+       ``provenance["parts"]``; ``splits`` names the parts to read there (``["MATH", "GPQA"]``; default all).
 
-    ``limit`` and ``seed`` cut a slice (see :func:`cerm.eval.select_items`).
+    ``k`` keeps only the first ``k`` responses of each row of a best-of-K benchmark (``ppe-correctness``), to keep the
+    cost down. ``limit`` and ``seed`` cut a slice (see :func:`cerm.eval.select_items`).
     """
     canonical = preset_name(name)
     hub = HUB_SOURCES[canonical]
+    if k is not None and not hub.parts:
+        raise DataError(f"k (the first k responses of a best-of-K row) applies to ppe-correctness, not {canonical}")
+    if k is not None and k < 2:
+        raise DataError(f"k must be >= 2 (a best-of-k choice needs two responses), got {k}")
     wanted_splits = tuple(splits) if splits else hub.splits
     provenance: dict[str, Any]
     if source is not None and not isinstance(source, (str, os.PathLike)):
@@ -416,21 +561,11 @@ def load_benchmark(
         if path is not None:
             items, provenance = _from_path(canonical, path, hub)
         else:
-            requested = revision or hub.revision or DEFAULT_BRANCH
-            commit, unresolved = _resolve_revision(hub, requested)
-            items = _from_hub(canonical, hub, commit or requested, wanted_splits)
-            provenance = {
-                "source": "hub",
-                "hub_id": hub.hub_id,
-                "config": hub.config,
-                "splits": list(wanted_splits),
-                "revision": requested,
-                "resolved_revision": commit,
-                "url": hub.url(),
-            }
-            if unresolved is not None:
-                provenance["revision_note"] = f"not resolved to a commit ({unresolved}); loaded as {requested!r}"
+            items, provenance = _from_hub(canonical, hub, revision, wanted_splits)
     provenance = {"benchmark": canonical, **provenance}
+    if k is not None:
+        items = [first_k(item, k) for item in items]
+        provenance["k"] = k
     return BenchmarkData(canonical, select_items(items, limit, seed), provenance)
 
 
@@ -450,7 +585,7 @@ def _from_object(
 ) -> tuple[list[EvalItem], dict[str, Any]]:
     if isinstance(source, Mapping):  # a DatasetDict: take the preset's splits that it has
         chosen = [s for s in splits if s in source] or list(source)
-        rows = [{**raw, "_index": i} for s in chosen for i, raw in enumerate(source[s])]
+        rows = [{**raw, "_index": i, "_split": s} for s in chosen for i, raw in enumerate(source[s])]
         origin = f"the given dataset dict (splits {', '.join(chosen)})"
     elif isinstance(source, Iterable):
         rows = [{**raw, "_index": i} for i, raw in enumerate(source)]

@@ -21,6 +21,12 @@ from, are listed in ``benchmarks/README.md``; the short version:
 * ``llmbar``: per subset, as RewardBench's Chat Hard scores it (strict ``>``, subset weights of RewardBench), or with
   ``rule="llmbar_rating"`` as LLMBar's own Rating evaluator (the two presentation orders averaged: a tie or an unrated
   side earns 0.5).
+* ``ppe-correctness``: per PPE set (MMLU-Pro, MATH, GPQA, IFEval, MBPP-Plus), each row one prompt's K responses from one
+  model, each known correct or not: pairwise accuracy (per row, the mean over its (correct, incorrect) pairs of 1 for a
+  strict win, 0 for a loss or an unrated side, a tie 0 or, with ``rule="tie_half"``, 0.5; rows without such a pair left
+  out; the set's figure is the mean over rows) and best-of-K accuracy (the share of correct responses among those tied
+  at the top score, unrated responses never picked, 0 when none was rated); headline = mean over the five sets of
+  pairwise accuracy. PPE's official code could not be read: these rules are cerm's, see ``benchmarks/README.md``.
 
 An unrated candidate is one whose judgment is UNSCORABLE or ERROR. Official code written for classifiers never sees
 one; where it does not say what to do, an unrated side is never credit, and the figure's coverage shows how often it
@@ -86,7 +92,8 @@ class Table:
 
 @dataclass(frozen=True)
 class PresetScore:
-    """A benchmark's official figures: the headline, the official tables in the official order, and notes."""
+    """A benchmark's official figures: the headline, the official tables in the official order, and notes
+    (``official`` is False for a preset whose official code could not be read: its rules are cerm's own)."""
 
     benchmark: str
     rule: str
@@ -94,11 +101,13 @@ class PresetScore:
     tables: tuple[Table, ...]
     notes: tuple[str, ...] = ()
     extras: Mapping[str, Any] = field(default_factory=dict)
+    official: bool = True  # False where the official scoring code could not be read and the rules are cerm's own
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "benchmark": self.benchmark,
             "rule": self.rule,
+            "official": self.official,
             "headline": self.headline.to_dict(),
             "tables": [t.to_dict() for t in self.tables],
             "notes": list(self.notes),
@@ -586,6 +595,127 @@ def score_llmbar(records: Sequence[Record], rule: str = "rewardbench") -> Preset
     return PresetScore("llmbar", rule, headline, tuple(tables), tuple(notes))
 
 
+# -- PPE correctness -----------------------------------------------------------------------------------------------
+#: PPE's verifiable-correctness sets (lmarena-ai/PPE-<set>-Best-of-K on the hub), in the paper's order.
+PPE_SETS = ("MMLU-Pro", "MATH", "GPQA", "IFEval", "MBPP-Plus")
+
+
+def ppe_pairwise_credit(
+    correct: Sequence[float | None], incorrect: Sequence[float | None], ties: float
+) -> float | None:
+    """A row's pairwise accuracy: the mean credit over every (correct, incorrect) pair of its responses, a pair earning
+    1 when the correct response scored strictly higher, ``ties`` when both scored the same, and 0 otherwise (an unrated
+    side is never credit). None for a row with no such pair (all responses correct, or none)."""
+    if not correct or not incorrect:
+        return None
+    credits = []
+    for c in correct:
+        for i in incorrect:
+            if c is None or i is None:
+                credits.append(0.0)
+            elif c == i:
+                credits.append(ties)
+            else:
+                credits.append(1.0 if c > i else 0.0)
+    return math.fsum(credits) / len(credits)
+
+
+def ppe_best_of_k_credit(correct: Sequence[float | None], incorrect: Sequence[float | None]) -> float:
+    """A row's best-of-K credit: the share of correct responses among those tied at the top score, unrated responses
+    never being picked (1/m for one correct response among m tied, 1 when the top is correct alone); 0 when no response
+    was rated. A row whose responses are all correct earns 1 once any is rated, one with none correct earns 0."""
+    rated = [(s, True) for s in correct if s is not None] + [(s, False) for s in incorrect if s is not None]
+    if not rated:
+        return 0.0
+    top = max(s for s, _ in rated)
+    winners = [ok for s, ok in rated if s == top]
+    return sum(winners) / len(winners)
+
+
+def _ppe_set(record: Record) -> str:
+    return str(record.get("subset") or record.get("meta", {}).get("ppe_set") or "")
+
+
+_PPE_TIE_CREDIT = {"strict": 0.0, "tie_half": 0.5}
+
+
+def score_ppe_correctness(records: Sequence[Record], rule: str = "strict") -> PresetScore:
+    _check_rule("ppe-correctness", rule, tuple(_PPE_TIE_CREDIT))
+    ties = _PPE_TIE_CREDIT[rule]
+    by_set = _group(records, _ppe_set)
+    pair_rows: list[Figure] = []
+    bok_rows: list[Figure] = []
+    random_pick: list[float] = []
+    oracle: list[float] = []
+    no_pairs = 0
+    for name in [*PPE_SETS, *sorted(set(by_set) - set(PPE_SETS))]:
+        group = by_set.get(name, [])
+        if not group:
+            continue
+        paired: list[Record] = []
+        pair_credits: list[float] = []
+        bok_credits: list[float] = []
+        for record in group:
+            correct, incorrect = _scores(record, "chosen"), _scores(record, "rejected")
+            credit = ppe_pairwise_credit(correct, incorrect, ties)
+            if credit is None:
+                no_pairs += 1
+            else:
+                paired.append(record)
+                pair_credits.append(credit)
+            bok_credits.append(ppe_best_of_k_credit(correct, incorrect))
+        pair_rows.append(_figure(name, paired, pair_credits))
+        bok_rows.append(_figure(name, group, bok_credits))
+        if name in PPE_SETS:
+            # What picking at random and picking perfectly would earn on these rows (no judge involved).
+            random_pick.append(math.fsum(len(_scores(r, "chosen")) / len(r["candidates"]) for r in group) / len(group))
+            oracle.append(sum(1 for r in group if _scores(r, "chosen")) / len(group))
+    official_pairs = [f for f in pair_rows if f.name in PPE_SETS]
+    official_bok = [f for f in bok_rows if f.name in PPE_SETS]
+    missing = [s for s in PPE_SETS if s not in {f.name for f in official_bok}]
+    unpaired = [f.name for f in official_pairs if f.value is None]
+    notes: list[str] = [
+        "PPE's official scoring code (github.com/lmarena/PPE) could not be read when this preset was written: the "
+        "rules are cerm's, stated in benchmarks/README.md (unrated responses are never credit; a row is one prompt's "
+        "responses from one model)"
+    ]
+    extras: dict[str, Any] = {}
+    pair_mean = _mean([f.value for f in official_pairs if f.value is not None])
+    bok_mean = _mean([f.value for f in official_bok if f.value is not None])
+    if missing:
+        notes.append(
+            f"set(s) {', '.join(missing)} missing from the data: the headline is the mean over the five sets, so it "
+            "is not computed here; the means over the sets present are reported separately"
+        )
+        extras["best_of_k_mean_of_present_sets"] = bok_mean
+    if unpaired:
+        notes.append(
+            f"set(s) {', '.join(unpaired)} have no row with both a correct and an incorrect response: no pairwise "
+            "figure, so no pairwise mean over the five sets"
+        )
+    if missing or unpaired:
+        extras["pairwise_mean_of_present_sets"] = pair_mean
+    if no_pairs:
+        notes.append(
+            f"{no_pairs} row(s) with every response correct, or none, have no (correct, incorrect) pair: left out of "
+            "pairwise accuracy, kept in best-of-K (all correct: 1 once any response is rated; none correct: 0)"
+        )
+    others = [f.name for f in pair_rows if f.name not in PPE_SETS]
+    if others:
+        notes.append(f"rows outside PPE's five sets (shown, not in the means): {', '.join(others)}")
+    if random_pick:
+        extras["best_of_k_random_pick"] = _mean(random_pick)
+        extras["best_of_k_oracle"] = _mean(oracle)
+    pairs_all = _combine("Mean of the five sets", official_pairs, None if missing or unpaired else pair_mean)
+    bok_all = _combine("Mean of the five sets", official_bok, None if missing else bok_mean)
+    headline = Figure("Pairwise accuracy, mean of the five sets", pairs_all.value, pairs_all.items, pairs_all.scored)
+    tables = (
+        Table("Pairwise accuracy (correct vs incorrect responses of a row)", (*pair_rows, pairs_all)),
+        Table("Best-of-K accuracy (the top-scored response is correct)", (*bok_rows, bok_all)),
+    )
+    return PresetScore("ppe-correctness", rule, headline, tables, tuple(notes), extras, official=False)
+
+
 # -- registry ----------------------------------------------------------------------------------------------------------
 def _check_rule(benchmark: str, rule: str, allowed: Sequence[str]) -> None:
     if rule not in allowed:
@@ -599,9 +729,17 @@ SCORERS: dict[str, tuple[Callable[..., PresetScore], str, tuple[str, ...]]] = {
     "rm-bench": (score_rm_bench, "official", ("official",)),
     "judgebench": (score_judgebench, "pointwise", ("pointwise", "single_game")),
     "llmbar": (score_llmbar, "rewardbench", tuple(_LLMBAR_RULES)),
+    "ppe-correctness": (score_ppe_correctness, "strict", tuple(_PPE_TIE_CREDIT)),
 }
 
-_ALIASES = {"rm_bench": "rm-bench", "rmbench": "rm-bench", "rewardbench1": "rewardbench", "reward-bench": "rewardbench"}
+_ALIASES = {
+    "rm_bench": "rm-bench",
+    "rmbench": "rm-bench",
+    "rewardbench1": "rewardbench",
+    "reward-bench": "rewardbench",
+    "ppe": "ppe-correctness",
+    "ppe_correctness": "ppe-correctness",
+}
 
 
 def preset_name(name: str) -> str:

@@ -100,7 +100,13 @@ def _domain_grid(table: Table) -> list[str]:
 def _benchmark_section(score: PresetScore, data_source: Mapping[str, Any] | None) -> list[str]:
     head = score.headline
     lines = [
-        f"## {score.benchmark}: official scoring (rule: {score.rule})",
+        f"## {score.benchmark}: "
+        + (
+            "official scoring"
+            if score.official
+            else "preset scoring, cerm's own rules (the official code was not read)"
+        )
+        + f" (rule: {score.rule})",
         "",
         f"**{head.name}: {_official(head.value)}** (coverage {_pct(head.coverage)}: {head.scored} of {head.items} "
         "items with every candidate scored)",
@@ -131,7 +137,8 @@ def _benchmark_section(score: PresetScore, data_source: Mapping[str, Any] | None
         lines.append("")
     lines += [
         "Coverage is the share of items in which the judge scored every candidate; an unscored candidate (UNSCORABLE "
-        "or ERROR) is handled as the benchmark's official code handles an unrated one, see benchmarks/README.md.",
+        "or ERROR) is handled as the preset's rule handles an unrated one (the official code's where it could be "
+        "read; never credit where it says nothing), see benchmarks/README.md.",
         "",
         "The sections below are cerm's own extras over the same results.",
         "",
