@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cerm import Judge, JudgeConfig
+from cerm import Judge, JudgeConfig, Judgment
 from cerm.training import checkable_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,13 +61,20 @@ def _wilson(successes: int, n: int, z: float = 1.96) -> list[float] | None:
     return [round(centre - half, 4), round(centre + half, 4)]
 
 
+def formatted(judgment: Judgment) -> bool:
+    """The SPEC's format: a well-formed criteria block and a boxed overall score the judge wrote itself (a forced
+    readout never counts). ``grpo_vs_sft.py`` counts the format with this too."""
+    has_criteria = judgment.criteria is not None and judgment.criteria.well_formed
+    return has_criteria and judgment.score is not None and not judgment.forced
+
+
 def _measure(judge: Judge, pairs: list[dict[str, str]], forced: bool) -> dict[str, Any]:
     started = time.monotonic()
     results = judge.judge_batch([(p["query"], [p["chosen"], p["rejected"]]) for p in pairs])
     seconds = time.monotonic() - started
-    judged = formatted = strict = criteria_ok = scored_plain = correct = ties = unscorable = 0
+    judged = formatted_count = strict = criteria_ok = scored_plain = correct = ties = unscorable = 0
     generated = 0
-    examples = []
+    examples: list[dict[str, Any]] = []
     for pair, (chosen, rejected) in zip(pairs, results, strict=True):
         for judgment in (chosen, rejected):
             judged += 1
@@ -75,7 +82,7 @@ def _measure(judge: Judge, pairs: list[dict[str, str]], forced: bool) -> dict[st
             own_score = judgment.score is not None and not judgment.forced
             criteria_ok += has_criteria
             scored_plain += own_score
-            formatted += has_criteria and own_score
+            formatted_count += formatted(judgment)
             strict += has_criteria and own_score and judgment.evaluation is not None and not judgment.warnings
             if judgment.provenance is not None:
                 generated += judgment.provenance.evaluation_usage.completion_tokens
@@ -95,7 +102,7 @@ def _measure(judge: Judge, pairs: list[dict[str, str]], forced: bool) -> dict[st
     return {
         "pairs": len(pairs),
         "judged_responses": judged,
-        "format_rate": formatted / judged if judged else None,
+        "format_rate": formatted_count / judged if judged else None,
         "strict_format_rate": strict / judged if judged else None,
         "criteria_block_rate": criteria_ok / judged if judged else None,
         "own_boxed_score_rate": scored_plain / judged if judged else None,

@@ -25,17 +25,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cerm import Judge, JudgeConfig, Judgment
-from cerm.protocol import pair_outcome
+from demo_judge_format import formatted  # one definition of "the format" for both benchmarks
+
+from cerm import Judge, JudgeConfig
+from cerm.protocol import pair_outcome, win_value
 from cerm.training import checkable_pairs
 
 RESULTS = Path(__file__).resolve().parent / "results"
-CREDIT = {"strict": {"win": 1.0, "tie": 0.0}, "tie_half": {"win": 1.0, "tie": 0.5}}
-
-
-def _formatted(judgment: Judgment) -> bool:
-    has_criteria = judgment.criteria is not None and judgment.criteria.well_formed
-    return has_criteria and judgment.score is not None and not judgment.forced
+#: What a tie earns under each accuracy rule (the protocol's win value: a win 1, a loss or an unscored side 0).
+TIE_VALUE = {"strict": 0.0, "tie_half": 0.5}
 
 
 def judge_pairs(model: str, items: list[tuple[str, list[str]]], config: JudgeConfig) -> dict[str, Any]:
@@ -50,14 +48,14 @@ def judge_pairs(model: str, items: list[tuple[str, list[str]]], config: JudgeCon
         "model_id": model_id,
         "outcomes": outcomes,
         "scores": [[chosen.score, rejected.score] for chosen, rejected in results],
-        "format_rate": sum(_formatted(j) for j in responses) / len(responses),
+        "format_rate": sum(formatted(j) for j in responses) / len(responses),
         "unscored_responses": sum(j.score is None for j in responses),
         "seconds": round(time.monotonic() - started, 1),
     }
 
 
-def credits(outcomes: list[str], rule: str) -> list[float]:
-    return [CREDIT[rule].get(o, 0.0) for o in outcomes]
+def credits(run: dict[str, Any], rule: str) -> list[float]:
+    return [win_value(chosen, rejected, TIE_VALUE[rule]) for chosen, rejected in run["scores"]]
 
 
 def paired_bootstrap(base: list[float], cand: list[float], reps: int, seed: int) -> list[float]:
@@ -98,15 +96,15 @@ def main() -> int:
     print(f"{header} {'strict':>7} {'tie half':>8}")
     for run in runs:
         o = run["outcomes"]
-        run["accuracy"] = {rule: sum(credits(o, rule)) / len(o) for rule in CREDIT}
+        run["accuracy"] = {rule: sum(credits(run, rule)) / len(o) for rule in TIE_VALUE}
         print(
             f"{run['model'][:40]:<40} {run['format_rate']:>7.1%} {o.count('win'):>5} {o.count('tie'):>5} "
             f"{o.count('loss'):>6} {o.count('unscorable'):>8} {run['accuracy']['strict']:>7.3f} "
             f"{run['accuracy']['tie_half']:>8.3f}"
         )
     gains = {}
-    for rule in CREDIT:
-        b, c = credits(base["outcomes"], rule), credits(cand["outcomes"], rule)
+    for rule in TIE_VALUE:
+        b, c = credits(base, rule), credits(cand, rule)
         gains[rule] = {
             "gain": (sum(c) - sum(b)) / len(b),
             "bootstrap95": paired_bootstrap(b, c, args.bootstrap, args.seed),
