@@ -167,6 +167,20 @@ def run_method(
     }
 
 
+def _write(fields: dict[str, Any], output: Path) -> None:
+    """The run's JSON: what was run, when and where, then ``fields``."""
+    record = {
+        "benchmark": "adaptive_ties",
+        "command": " ".join(["python", *sys.argv]),
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()} python {platform.python_version()}",
+        **fields,
+    }
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {output}", file=sys.stderr)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", type=int, default=400)
@@ -233,10 +247,6 @@ def main() -> int:
             f"{row['generations']:>12} {row['judge_tokens']:>13} {share:>7.2f}"
         )
     record = {
-        "benchmark": "adaptive_ties",
-        "command": " ".join(["python", *sys.argv]),
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()} python {platform.python_version()}",
         "pairs": len(pairs),
         "seed": args.seed,
         "noise": args.noise,
@@ -245,9 +255,7 @@ def main() -> int:
         "bias": args.bias,
         "rows": rows,
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {args.output}", file=sys.stderr)
+    _write(record, args.output)
     return 0
 
 
@@ -298,10 +306,6 @@ def run_model(args: argparse.Namespace) -> int:
     print("judge tokens against fixed k=4: " + ", ".join(f"{r['method']} {r['tokens_vs_fixed_k4']:.2f}" for r in rows))
     inner.close()
     record = {
-        "benchmark": "adaptive_ties",
-        "command": " ".join(["python", *sys.argv]),
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()} python {platform.python_version()}",
         "model": args.model,
         "model_id": inner.model_id,
         "pairs": len(pairs),
@@ -310,10 +314,7 @@ def run_model(args: argparse.Namespace) -> int:
         "evaluation_max_new_tokens": args.evaluation_tokens,
         "rows": rows,
     }
-    output = args.output or RESULTS / f"adaptive_ties_{args.model}.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {output}", file=sys.stderr)
+    _write(record, args.output or RESULTS / f"adaptive_ties_{args.model}.json")
     return 0
 
 
