@@ -21,9 +21,8 @@ T = TypeVar("T")
 
 def _numeric_kinds(annotation: Any) -> tuple[type, ...]:
     """The number types a field accepts (``float | None`` -> ``(float,)``), or () when it accepts text or no number."""
-    options = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
-    if typing.get_origin(annotation) is typing.Union:
-        options = typing.get_args(annotation)
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    options = typing.get_args(annotation) if union else (annotation,)
     if str in options:
         return ()
     return tuple(kind for kind in (float, int) if kind in options)
