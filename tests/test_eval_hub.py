@@ -331,16 +331,21 @@ def test_report_only_rereads_another_rule(tmp_path: Path) -> None:
     assert "official scoring (rule: single_game)" in report.read_text(encoding="utf-8")
 
 
-def test_cli_benchmark_with_a_local_copy_and_a_data_seed(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def scripted_cli_judge(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`cerm eval` judges with the scripted backend (the CLI's own judge settings applied) instead of a model."""
     import cerm.cli._common as common
-    from cerm.cli import main
 
     def scripted_judge(args: Any) -> Judge:
         return Judge(MockBackend(scripted(score_of)), config=common.config_from_args(args))
 
     monkeypatch.setattr(common, "judge_from_args", scripted_judge)
+
+
+@pytest.mark.usefixtures("scripted_cli_judge")
+def test_cli_benchmark_with_a_local_copy_and_a_data_seed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from cerm.cli import main
+
     out = tmp_path / "rb"
     code = main(
         ["eval", "--benchmark", "rewardbench", "--data", str(FIXTURES / "rewardbench"), "--out", str(out),
@@ -369,16 +374,10 @@ def test_cli_refuses_preset_options_without_a_preset(tmp_path: Path, capsys: pyt
     assert "add --benchmark NAME" in capsys.readouterr().err
 
 
-def test_cli_ppe_with_the_first_k_responses(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import cerm.cli._common as common
+@pytest.mark.usefixtures("scripted_cli_judge")
+def test_cli_ppe_with_the_first_k_responses(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from cerm.cli import main
 
-    def scripted_judge(args: Any) -> Judge:
-        return Judge(MockBackend(scripted(score_of)), config=common.config_from_args(args))
-
-    monkeypatch.setattr(common, "judge_from_args", scripted_judge)
     out = tmp_path / "ppe"
     code = main(["eval", "--benchmark", "ppe-correctness", "--data", str(PPE), "--ppe-k", "2", "--out", str(out),
                  "--no-plots", "--no-progress"])  # fmt: skip
