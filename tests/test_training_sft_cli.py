@@ -118,6 +118,27 @@ def test_demo_judge_config_reproduces_the_shipped_adapter_settings(capsys: pytes
         assert manifest["config"] == sft
 
 
+def test_resuming_a_checkpoint_that_already_reached_max_steps_is_refused(tmp_path: Path) -> None:
+    """transformers would train one step past such a checkpoint; cerm says so instead."""
+    from cerm import ConfigurationError
+    from cerm.training import SFTConfig
+    from cerm.training._sft import _checkpoint_to_resume
+
+    checkpoints = tmp_path / "checkpoints"
+    (checkpoints / "checkpoint-6").mkdir(parents=True)
+    (checkpoints / "checkpoint-6" / "trainer_state.json").write_text(json.dumps({"global_step": 6}))
+    finished = SFTConfig(model="demo-base", data=["x.jsonl"], max_steps=6, resume_from_checkpoint=True)
+    with pytest.raises(ConfigurationError, match="checkpoint-6 already reached step 6 and max_steps is 6"):
+        _checkpoint_to_resume(finished, checkpoints)
+    explicit = SFTConfig(
+        model="demo-base", data=["x.jsonl"], max_steps=6, resume_from_checkpoint=str(checkpoints / "checkpoint-6")
+    )
+    with pytest.raises(ConfigurationError, match="nothing left to train"):
+        _checkpoint_to_resume(explicit, checkpoints)
+    longer = SFTConfig(model="demo-base", data=["x.jsonl"], max_steps=10, resume_from_checkpoint=True)
+    assert _checkpoint_to_resume(longer, checkpoints) == str(checkpoints / "checkpoint-6")
+
+
 def test_paper_recipe_config_validates_without_running(capsys: pytest.CaptureFixture[str]) -> None:
     path = EXAMPLES / "train_cerm4b_qlora.yaml"
     assert main(["train", "pipeline", "--config", str(path), "--dry-run"]) == 0

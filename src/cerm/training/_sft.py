@@ -14,6 +14,7 @@ DDP for LoRA and QLoRA, FSDP for full fine-tuning on GPUs.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -404,10 +405,27 @@ def _checkpoint_to_resume(config: SFTConfig, checkpoints: Path) -> str | None:
         last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None  # type: ignore[no-untyped-call]
         if last is None:
             logger.info("resume_from_checkpoint=True but no checkpoint in %s: starting from scratch", checkpoints)
-        return last
+            return None
+        value = last
     if not Path(str(value)).is_dir():
         raise ConfigurationError(f"resume_from_checkpoint: {value!r} is not a checkpoint folder")
+    _refuse_finished_checkpoint(Path(str(value)), config.max_steps)
     return str(value)
+
+
+def _refuse_finished_checkpoint(checkpoint: Path, max_steps: int) -> None:
+    """transformers resumes a checkpoint that already reached ``max_steps`` by training one more step before it
+    notices (its stop check runs after a step), so the "resumed" result would silently differ from the checkpoint."""
+    state_file = checkpoint / "trainer_state.json"
+    if max_steps <= 0 or not state_file.is_file():
+        return
+    done = int(json.loads(state_file.read_text(encoding="utf-8")).get("global_step", 0))
+    if done >= max_steps:
+        raise ConfigurationError(
+            f"resume_from_checkpoint: {checkpoint.name} already reached step {done} and max_steps is {max_steps}, so "
+            f"there is nothing left to train; raise max_steps to train further, or use the checkpoint as it is "
+            f"(Judge({str(checkpoint)!r}) loads it)"
+        )
 
 
 def common_trainer_args(
