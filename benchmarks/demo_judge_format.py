@@ -120,7 +120,7 @@ def _measure(judge: Judge, pairs: list[dict[str, str]], forced: bool) -> dict[st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "--model", default="demo", help="demo (the trained demo judge), demo-base (its untrained base) or a folder"
+        "--model", default="demo", help="demo (the trained demo judge), demo-sft (its SFT stage), demo-base or a folder"
     )
     parser.add_argument("--heldout", type=int, default=24, help="held-out checkable pairs")
     parser.add_argument("--real", type=int, default=8, help="pairs per real set (MT-Bench, LLMBar)")

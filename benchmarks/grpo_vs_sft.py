@@ -69,7 +69,7 @@ def paired_bootstrap(base: list[float], cand: list[float], reps: int, seed: int)
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--baseline", default="demo", help="the SFT judge (default: the shipped demo judge)")
+    parser.add_argument("--baseline", default="demo-sft", help="the SFT judge (default: the shipped SFT stage)")
     parser.add_argument("--candidate", required=True, help="the GRPO-trained folder")
     parser.add_argument("--pairs", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)

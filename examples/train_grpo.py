@@ -1,10 +1,10 @@
 """Two-stage-rollout GRPO (the CE-RM paper's training method) on the demo judge, from Python and tiny.
 
-Seeded checkable preference pairs (train split), then a GRPO run of a few steps from the shipped demo judge
-(``"demo"``: SmolLM2-135M + the SFT adapter): for each pair the judge writes nc criteria sets and, under each, ne
-evaluations of the chosen and of the rejected response; rewards and the three-group advantages come from
-``cerm.protocol``; the loop is TRL's GRPOTrainer. The output folder holds the adapter, ``report.md`` and
-``report.png``, and loads in ``Judge``.
+Seeded checkable preference pairs (train split), then a GRPO run of a few steps from the demo judge's shipped SFT
+stage (``"demo-sft"``, the starting point of the shipped ``"demo"`` judge's own GRPO run): for each pair the judge
+writes nc criteria sets and, under each, ne evaluations of the chosen and of the rejected response; rewards and the
+three-group advantages come from ``cerm.protocol``; the loop is TRL's GRPOTrainer. The output folder holds the
+adapter, ``report.md`` and ``report.png``, and loads in ``Judge``.
 
     python examples/train_grpo.py --pairs 4 --steps 2 --max-tokens 256 --out runs/example_grpo
 
@@ -37,7 +37,7 @@ def main() -> None:
 
     pairs = checkable_pairs(args.pairs, seed=0, split="train")
     config = GRPOConfig(
-        model="demo",
+        model="demo-sft",
         output_dir=args.out,
         num_criteria=2,  # the paper uses 4 x 2 (20 trajectories per pair); 2 x 1 keeps the CPU run short
         num_evaluations=1,

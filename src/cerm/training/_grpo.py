@@ -55,7 +55,7 @@ class GRPOConfig:
 
     Args:
         model: the policy to start from: an SFT output folder (its adapter keeps training; the reference is that
-            adapter as it starts), a full model folder or hub id, ``"demo"`` or ``"demo-base"``.
+            adapter as it starts), a full model folder or hub id, ``"demo"``, ``"demo-sft"`` or ``"demo-base"``.
         data: preference pairs, anything :func:`cerm.training.load_pairs` reads (JSONL, stage folders, hub ids).
         num_criteria, num_evaluations: nc and ne of the rollout tree.
         pairs_per_step: pairs per generation batch over all processes (a multiple of the number of processes).
