@@ -241,8 +241,8 @@ class Judge(RewardJudge):
 
     Args:
         model: a :class:`~cerm.backends.Backend` instance, or a model name/path for ``backend``. ``"demo"`` is the
-            embedded tiny demo judge (``"demo-base"``: its untrained base); use ``"PKU-ONELab/CE-RM-4B"`` for real
-            judging.
+            embedded tiny demo judge (``"demo-sft"``: before GRPO; ``"demo-base"``: untrained); use
+            ``"PKU-ONELab/CE-RM-4B"`` for real judging.
         backend: registry name used when ``model`` is a string ("hf" by default).
         config: decoding, budgets, test-time scaling, score readouts; see :class:`JudgeConfig`.
         cache: a :class:`~cerm.CriteriaCache` for the criteria turn (e.g. :class:`~cerm.MemoryCriteriaCache`), or a

@@ -64,8 +64,9 @@ class HFBackend(Backend):
 
     Args:
         model: a local folder, a hub id already in the local cache, ``"demo"`` for the embedded demo judge
-            (SmolLM2-135M + cerm's LoRA) or ``"demo-base"`` for its untrained base. A training output folder with
-            an adapter (``cerm train sft``) loads as its recorded base model plus that adapter.
+            (SmolLM2-135M + cerm's LoRA; ``"demo-sft"``: before GRPO) or ``"demo-base"`` for its untrained base. A
+            training output folder with an adapter (``cerm train sft``) loads as its recorded base model plus that
+            adapter.
         tokenizer: tokenizer folder or id when it differs from ``model``.
         adapter: a peft adapter folder (LoRA / QLoRA) applied on top of ``model``.
         load_in_4bit: load the base weights as 4-bit NF4 through bitsandbytes (works on CPU and CUDA).
