@@ -40,7 +40,7 @@ from cerm.training import (  # noqa: E402
     PreferencePair,
     _rollout,
 )
-from cerm.training._grpo import VLLM_4BIT_REFUSAL, run_grpo  # noqa: E402
+from cerm.training._grpo import VLLM_4BIT_REFUSAL, build_trainer, run_grpo  # noqa: E402
 from cerm.training._rollout import TRL_HOOKS, check_trl_hooks, make_trainer_class  # noqa: E402
 
 NC, NE = 2, 1
@@ -288,6 +288,18 @@ def test_qlora_steps_on_cpu_learn_with_fp32_adapters(tiny_model: Path, tmp_path:
     assert snapshot.dtypes == {torch.float32}, "TRL casts QLoRA adapters to bf16; cerm keeps them fp32"
     assert snapshot.changed_fraction("lora_B") > 0.9
     assert snapshot.changed_fraction("lora_A") > 0.9
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_gradient_checkpointing_is_cerms_setting_not_trls_default(
+    tiny_model: Path, tmp_path: Path, checkpointing: bool
+) -> None:
+    # TRL's configs default gradient checkpointing to True; cerm's default (False) must reach the trainer's arguments
+    # (transformers turns it on in the model from them when training starts).
+    config = _config(tiny_model, tmp_path / "out", gradient_checkpointing=checkpointing)
+    trainer, _, _ = build_trainer(config, _pairs(2))
+    assert trainer.args.gradient_checkpointing is checkpointing
+    assert trainer.args.activation_checkpointing is checkpointing
 
 
 def test_start_up_checks() -> None:

@@ -454,9 +454,10 @@ def common_trainer_args(
         "bf16": on_gpu and dtype == torch.bfloat16,
         "fp16": on_gpu and dtype == torch.float16,
         "dataloader_num_workers": 0,
+        # Passed either way: TRL's configs default it to True, so leaving it out when cerm's setting is False would
+        # recompute every layer in each backward while the manifest says it was off.
+        "gradient_checkpointing": config.gradient_checkpointing,
     }
-    if config.gradient_checkpointing:
-        args["gradient_checkpointing"] = True
     if world_size > 1 and config.finetuning != "full":
         args["ddp_find_unused_parameters"] = False  # frozen base weights are not "unused" parameters to look for
     return args
