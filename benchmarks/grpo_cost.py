@@ -1,18 +1,21 @@
 """Cost of cerm's two-stage-rollout GRPO step against TRL's plain GRPOTrainer producing the same number of
 completions of the same length.
 
-Both runs use the same model, the same LoRA, the same optimizer settings and completions forced to exactly
-``--tokens`` tokens (``min_new_tokens`` = ``max_completion_length``), so they generate and train the same number of
-tokens. cerm: ``--pairs`` pairs per step, trees of nc x ne (two generation calls per step: criteria, then
+Both runs use the same model, the same optimizer settings, fp32 without gradient checkpointing, and completions forced
+to exactly ``--tokens`` tokens (``min_new_tokens`` = ``max_completion_length``), so they generate and train the same
+number of tokens. cerm: ``--pairs`` pairs per step, trees of nc x ne (two generation calls per step: criteria, then
 evaluations whose prompts hold the generated criteria). Plain: the same number of rows per step in groups of the
 tree size, every row prompted with an evaluation conversation holding a fixed criteria text of the same token length
-(so the plain prompts are, if anything, longer than cerm's average: criteria rows have short prompts).
+(so the plain prompts are, if anything, longer than cerm's average: criteria rows have short prompts). The LoRA is
+the same on ``tiny`` (a fresh r-8 adapter on every block); on ``demo`` cerm keeps training the demo judge's adapter
+(top 16 blocks) while the plain run adds a fresh one on every block.
 
-    PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/grpo_cost.py --model tiny --steps 3 --tokens 32
-    PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/grpo_cost.py --model demo --steps 2 --tokens 64
+    PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/grpo_cost.py --model tiny --steps 3 --pairs 2 --tokens 32
+    PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/grpo_cost.py --model demo --steps 2 --pairs 1 --tokens 64 \
+        --out benchmarks/results/grpo_cost_demo.json
 
 ``tiny``: a random 3 M-parameter Qwen3 with SmolLM2's tokenizer (built in a temporary folder); ``demo``: the demo
-judge (SmolLM2-135M + its adapter). Prints a table and writes ``benchmarks/results/grpo_cost.json``.
+judge (SmolLM2-135M + its adapter). Prints a table and writes ``--out`` (default ``benchmarks/results/grpo_cost.json``).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -131,6 +135,16 @@ def run_plain(model: str, out: Path, args: argparse.Namespace) -> dict[str, Any]
         use_cpu=True,
         report_to="none",
         generation_kwargs={"min_new_tokens": args.tokens},
+        # TRL's config turns gradient checkpointing on by default; cerm's GRPOConfig leaves it off. Left on, the
+        # baseline recomputes every layer in each backward, a difference of settings rather than of the two-stage
+        # rollout.
+        gradient_checkpointing=False,
+        # TRL's config also defaults bf16 to True, which on the CPU runs the baseline under bf16 autocast; cerm's runs
+        # on the CPU are fp32.
+        bf16=False,
+        # One step_time entry per optimiser step (TRL logs every 10 steps by default and averages the window, which
+        # folded the first step's start-up into the baseline's figure; cerm's runs log every step).
+        logging_steps=1,
     )
     import peft
 
@@ -171,10 +185,9 @@ def main() -> None:
         plain = run_plain(model, Path(tmp) / "plain", args)
     tree = args.nc + 2 * args.nc * args.ne
 
-    # The first step includes one-off start-up costs in both; compare the later steps when there are any.
+    # The first step includes one-off start-up costs in both; compare the median of the later steps when there are any.
     def per_step(run: dict[str, Any]) -> float:
-        times = run["step_times"][1:] or run["step_times"]
-        return sum(times) / len(times)
+        return statistics.median(run["step_times"][1:] or run["step_times"])
 
     cerm_step, plain_step = per_step(cerm), per_step(plain)
     result = {
