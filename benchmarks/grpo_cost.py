@@ -11,7 +11,7 @@ the same on ``tiny`` (a fresh r-8 adapter on every block); on ``demo`` cerm keep
 (top 16 blocks) while the plain run adds a fresh one on every block.
 
     PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/grpo_cost.py --model tiny --steps 3 --pairs 2 --tokens 32
-    PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/grpo_cost.py --model demo --steps 2 --pairs 1 --tokens 64 \
+    PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/grpo_cost.py --model demo --steps 3 --pairs 1 --tokens 64 \
         --out benchmarks/results/grpo_cost_demo.json
 
 ``tiny``: a random 3 M-parameter Qwen3 with SmolLM2's tokenizer (built in a temporary folder); ``demo``: the demo
